@@ -1,0 +1,92 @@
+"""One parametrisation for every backend and execution mode.
+
+``XENT_TEST_BACKENDS`` (comma-separated) chooses the backends; the default is every
+built-in one. A requested backend that does not import stops the run with an error: in
+CI a missing framework is a failure, never a skip.
+
+Fixtures:
+  ``backend``: each requested backend object (eager use).
+  ``target``: each (backend, execution mode) pair, e.g. ``tensorflow-graph``, ``jax-jit``,
+  with ``run(fn, *numpy_arrays)`` and ``value_and_grad(fn, labels, logits)``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+
+import xent
+from xent.backends import Backend
+
+BUILTIN = ("numpy", "torch", "tensorflow", "jax")
+
+
+def requested_backends() -> list[str]:
+    names = os.environ.get("XENT_TEST_BACKENDS", "").strip()
+    return [n.strip() for n in names.split(",") if n.strip()] if names else list(BUILTIN)
+
+
+_loaded: dict[str, Backend] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name in requested_backends():
+        try:
+            _loaded[name] = xent.backends.get(name)
+        except Exception as error:  # noqa: BLE001 - any import failure fails the run
+            raise pytest.UsageError(
+                f"XENT_TEST_BACKENDS requests {name!r}, which does not load: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+
+
+@dataclass(frozen=True)
+class Target:
+    """A backend in one execution mode."""
+
+    backend: Backend
+    mode: str
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+    @property
+    def tracing(self) -> bool:
+        return self.mode in self.backend.tracing_modes
+
+    def run(self, fn: Any, *args: np.ndarray) -> np.ndarray:
+        return self.backend.run(self.mode, fn, *args)
+
+    def value_and_grad(self, fn: Any, labels: np.ndarray, logits: np.ndarray) -> Any:
+        return self.backend.value_and_grad(self.mode, fn, labels, logits)
+
+    def supports(self, dtype: str) -> bool:
+        return dtype in self.backend.dtypes
+
+    def __str__(self) -> str:
+        return f"{self.name}-{self.mode}"
+
+
+def all_targets() -> list[Target]:
+    return [Target(b, mode) for b in _loaded.values() for mode in b.modes]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "target" in metafunc.fixturenames:
+        targets = all_targets()
+        metafunc.parametrize("target", targets, ids=[str(t) for t in targets])
+    if "backend" in metafunc.fixturenames:
+        backends = list(_loaded.values())
+        metafunc.parametrize("backend", backends, ids=[b.name for b in backends])
+
+
+@pytest.fixture
+def autodiff_target(target: Target) -> Target:
+    if not target.backend.has_autodiff:
+        pytest.skip(f"{target.name} has no autodiff: gradients are checked on frameworks")
+    return target

@@ -1,0 +1,124 @@
+"""Which backend runs a call: by the type of ``logits``, never importing a framework.
+
+A value can only belong to a framework whose module is already in ``sys.modules``
+(the einops / array-api-compat technique); the answer is cached per ``type``.
+Framework-neutral input (NumPy arrays, Python sequences and scalars) runs where
+``backend=``, then :func:`use_backend`, then ``XENT_BACKEND`` say, else on NumPy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from xent import _validate, backends
+from xent.backends import Backend
+
+#: type -> owning framework backend, or None for framework-neutral types.
+_owner_cache: dict[type, Backend | None] = {
+    np.ndarray: None, list: None, tuple: None, float: None, int: None, bool: None,
+}
+_chosen: contextvars.ContextVar[Backend | None] = contextvars.ContextVar(
+    "xent_backend", default=None
+)
+
+
+def _clear_cache() -> None:
+    """Forget framework owners (a newly registered backend may claim their types)."""
+    for t in [t for t, b in _owner_cache.items() if b is not None]:
+        del _owner_cache[t]
+
+
+backends._on_register.append(_clear_cache)
+
+
+def _is_neutral_type(t: type) -> bool:
+    return issubclass(t, (np.ndarray, np.generic, list, tuple, int, float))
+
+
+def owner(x: Any) -> Backend | None:
+    """The framework backend that owns ``x``, or None for framework-neutral input."""
+    t = type(x)
+    try:
+        return _owner_cache[t]
+    except KeyError:
+        pass
+    found = _find_owner(x)
+    _owner_cache[t] = found
+    return found
+
+
+def _find_owner(x: Any) -> Backend | None:
+    for backend in backends.registered():
+        if (backend.module is None or backend.module in sys.modules) and backend.owns(x):
+            return backend
+    for framework, name in backends.builtin_candidates():
+        if framework in sys.modules:
+            backend = backends.get(name)
+            if backend.owns(x):
+                return backend
+    if _is_neutral_type(type(x)):
+        return None
+    backends.load_entry_points()  # a third-party tensor: its backend may be an entry point
+    for backend in backends.registered():
+        if (backend.module is None or backend.module in sys.modules) and backend.owns(x):
+            return backend
+    raise TypeError(
+        f"logits: unsupported type {type(x).__module__}.{type(x).__qualname__}; expected a "
+        f"NumPy array, a Python sequence, or a tensor of {', '.join(backends.available())}"
+    )
+
+
+def chosen_backend(explicit: str | Backend | None) -> Backend:
+    """Where framework-neutral input runs: ``backend=``, ``use_backend``, ``XENT_BACKEND``."""
+    if explicit is not None:
+        return backends.get(explicit) if isinstance(explicit, str) else explicit
+    chosen = _chosen.get()
+    if chosen is not None:
+        return chosen
+    env = os.environ.get("XENT_BACKEND")
+    return backends.get(env if env else "numpy")
+
+
+def resolve(logits: Any, labels: Any, explicit: str | Backend | None) -> Backend:
+    """The backend for a call, checking that logits, labels and ``backend=`` agree."""
+    backend = owner(logits)
+    if backend is None:
+        backend = chosen_backend(explicit)
+    elif explicit is not None:
+        requested = chosen_backend(explicit)
+        if requested is not backend:
+            raise TypeError(
+                f"backend: {requested.name!r} was requested but logits is a {backend.name} "
+                f"tensor, which always runs on {backend.name}"
+            )
+    if labels is not None:
+        label_owner = owner(labels)
+        if label_owner is not None and label_owner is not backend:
+            raise _validate.mixed_frameworks(backend.name, label_owner.name)
+    return backend
+
+
+@contextlib.contextmanager
+def use_backend(name: str | Backend) -> Iterator[Backend]:
+    """Run framework-neutral input (NumPy arrays, lists) on ``name`` inside the block.
+
+    Context-local: each thread and asyncio task sees its own choice.
+
+    >>> import xent
+    >>> with xent.use_backend("numpy") as backend:
+    ...     backend.name
+    'numpy'
+    """
+    backend = backends.get(name) if isinstance(name, str) else name
+    token = _chosen.set(backend)
+    try:
+        yield backend
+    finally:
+        _chosen.reset(token)

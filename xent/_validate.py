@@ -1,0 +1,116 @@
+"""Argument checks and their messages, written once for every backend.
+
+Every function here works on plain Python values (shapes as tuples whose unknown
+dimensions are ``None``, dtypes as NumPy-style names such as ``"float32"``), so the
+same check and the same message apply to NumPy arrays, torch tensors, TF eager and
+graph tensors and JAX tracers alike. Each message starts with the argument it is
+about.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})
+INTEGER_DTYPES = frozenset(
+    {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
+)
+REAL_DTYPES = FLOAT_DTYPES | INTEGER_DTYPES | {"bool"}
+REDUCTIONS = ("none", "sum", "mean")
+
+Shape = Sequence["int | None"]
+
+
+def _fmt(shape: Shape) -> str:
+    dims = ", ".join("?" if d is None else str(d) for d in shape)
+    return f"({dims},)" if len(shape) == 1 else f"({dims})"
+
+
+def normalize_axis(axis: object, rank: int) -> int:
+    """Return ``axis`` as a non-negative int, or raise TypeError / ValueError."""
+    if type(axis) is not int:
+        if isinstance(axis, bool) or not hasattr(axis, "__index__"):
+            raise TypeError(f"axis: expected an int, got {type(axis).__name__} {axis!r}")
+        axis = axis.__index__()  # type: ignore[attr-defined]
+    if not -rank <= axis < rank:  # type: ignore[operator]
+        raise ValueError(
+            f"axis: {axis} is out of range for logits of rank {rank} "
+            f"(valid: {-rank} to {rank - 1})"
+        )
+    return axis % rank  # type: ignore[operator,no-any-return]
+
+
+def check_logits(shape: Shape, dtype: str, axis: object) -> int:
+    """Check rank, dtype, axis and the class-axis size; return the normalised axis."""
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"logits: expected a floating dtype (float16, bfloat16, float32 or float64), "
+            f"got {dtype}"
+        )
+    rank = len(shape)
+    if rank == 0:
+        raise ValueError("logits: must have rank >= 1 (a class axis), got a scalar of shape ()")
+    axis = normalize_axis(axis, rank)
+    if shape[axis] == 0:
+        raise ValueError(
+            f"logits: the class axis {axis} of shape {_fmt(shape)} has size 0; "
+            "softmax over no classes is undefined"
+        )
+    return axis
+
+
+def check_dense_labels(shape: Shape, dtype: str, logits_shape: Shape) -> None:
+    """Dense labels: a real dtype and exactly the shape of logits."""
+    if dtype not in REAL_DTYPES:
+        raise TypeError(f"labels: expected real-valued labels, got dtype {dtype}")
+    if not _compatible(shape, logits_shape):
+        raise ValueError(
+            f"labels: shape {_fmt(shape)} does not match logits shape {_fmt(logits_shape)}; "
+            "dense labels must have the shape of logits (for class indices use "
+            "sparse_softmax_cross_entropy_with_logits)"
+        )
+
+
+def check_sparse_labels(shape: Shape, dtype: str, logits_shape: Shape, axis: int) -> None:
+    """Sparse labels: an integer dtype and the shape of logits without ``axis``."""
+    if dtype not in INTEGER_DTYPES:
+        raise TypeError(f"labels: sparse labels must be integer class indices, got dtype {dtype}")
+    expected = tuple(logits_shape[:axis]) + tuple(logits_shape[axis + 1 :])
+    if not _compatible(shape, expected):
+        raise ValueError(
+            f"labels: shape {_fmt(shape)} does not match {_fmt(expected)}, the logits shape "
+            f"{_fmt(logits_shape)} without the class axis {axis}"
+        )
+
+
+def check_reduction(reduction: object) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction: expected 'none', 'sum' or 'mean', got {reduction!r}")
+
+
+def label_out_of_range(value: int, num_classes: int) -> ValueError:
+    return ValueError(
+        f"labels: sparse label {value} is out of range [0, {num_classes}) "
+        f"for {num_classes} classes"
+    )
+
+
+def positional_arguments(function: str) -> TypeError:
+    return TypeError(
+        f"{function}: labels and logits are keyword-only; call {function}(labels=..., "
+        "logits=...). (TF < 1.0 and optax take (logits, labels), TF2 takes (labels, logits): "
+        "a positional call is how they get swapped.)"
+    )
+
+
+def mixed_frameworks(logits_framework: str, labels_framework: str) -> TypeError:
+    return TypeError(
+        f"labels: a {labels_framework} tensor cannot be combined with {logits_framework} "
+        f"logits; pass both as {logits_framework} tensors (NumPy arrays and Python "
+        "sequences are converted automatically)"
+    )
+
+
+def _compatible(a: Shape, b: Shape) -> bool:
+    """Equal shapes, where an unknown (None) dimension matches anything."""
+    return len(a) == len(b) and all(x == y or x is None or y is None for x, y in zip(a, b))
