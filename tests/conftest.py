@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
+
 import xent
 from xent.backends import Backend
 

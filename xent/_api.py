@@ -9,8 +9,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 from xent import _dispatch, _validate
-from xent._dispatch import owner, resolve
+from xent._dispatch import owner, pick
 from xent.backends import Backend
+from xent.backends._base import numpy_dtype_name
 
 Array = Any
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,11 +30,14 @@ def _keyword_only(fn: F) -> F:
     return fn
 
 
-def _native_logits(backend: Backend, logits: Array, axis: object) -> tuple[Array, int]:
-    """``logits`` in ``backend``'s framework, checked; and the normalised axis."""
-    if owner(logits) is None:
+def _native_logits(
+    backend: Backend, logits: Array, logits_owner: Backend | None, axis: object
+) -> tuple[Array, tuple[int | None, ...], str, int]:
+    """``logits`` in ``backend``'s framework, its shape and dtype name, the checked axis."""
+    if logits_owner is None:
         logits = backend.asarray(logits)
-    return logits, _validate.check_logits(backend.shape(logits), backend.dtype_name(logits), axis)
+    shape, dtype = backend.shape(logits), backend.dtype_name(logits)
+    return logits, shape, dtype, _validate.check_logits(shape, dtype, axis)
 
 
 def softmax(logits: Array, axis: int = -1, *, backend: str | Backend | None = None) -> Array:
@@ -52,8 +56,9 @@ def softmax(logits: Array, axis: int = -1, *, backend: str | Backend | None = No
     array([[0.227863  , 0.61939586, 0.15274114],
            [0.49674623, 0.20196195, 0.30129182]])
     """
-    be = resolve(logits, None, backend)
-    logits, axis = _native_logits(be, logits, axis)
+    logits_owner = owner(logits)
+    be = pick(logits_owner, None, backend)
+    logits, _, _, axis = _native_logits(be, logits, logits_owner, axis)
     return be.softmax(logits, axis)
 
 
@@ -66,8 +71,9 @@ def log_softmax(logits: Array, axis: int = -1, *, backend: str | Backend | None 
     >>> xent.log_softmax([0.5, 1.5, 0.1]).round(6)
     array([-1.479011, -0.479011, -1.879011])
     """
-    be = resolve(logits, None, backend)
-    logits, axis = _native_logits(be, logits, axis)
+    logits_owner = owner(logits)
+    be = pick(logits_owner, None, backend)
+    logits, _, _, axis = _native_logits(be, logits, logits_owner, axis)
     return be.log_softmax(logits, axis)
 
 
@@ -108,14 +114,14 @@ def softmax_cross_entropy_with_logits(
     """
     if args or labels is _MISSING or logits is _MISSING:
         _missing(args, labels, logits, "softmax_cross_entropy_with_logits")
-    be = resolve(logits, labels, backend)
-    logits, axis = _native_logits(be, logits, axis)
+    logits_owner, labels_owner = owner(logits), owner(labels)
+    be = pick(logits_owner, labels_owner, backend)
+    logits, shape, dtype, axis = _native_logits(be, logits, logits_owner, axis)
     if reduction not in _validate.REDUCTIONS:
         _validate.check_reduction(reduction)
-    shape, dtype = be.shape(logits), be.dtype_name(logits)
-    if owner(labels) is None:
+    if labels_owner is None:
         labels = np.asarray(labels)
-        _validate.check_dense_labels(labels.shape, labels.dtype.name, shape)
+        _validate.check_dense_labels(labels.shape, numpy_dtype_name(labels.dtype), shape)
         labels = be.asarray(labels, like=logits, dtype=dtype)
     else:
         _validate.check_dense_labels(be.shape(labels), be.dtype_name(labels), shape)
@@ -155,14 +161,14 @@ def sparse_softmax_cross_entropy_with_logits(
     """
     if args or labels is _MISSING or logits is _MISSING:
         _missing(args, labels, logits, "sparse_softmax_cross_entropy_with_logits")
-    be = resolve(logits, labels, backend)
-    logits, axis = _native_logits(be, logits, axis)
+    logits_owner, labels_owner = owner(logits), owner(labels)
+    be = pick(logits_owner, labels_owner, backend)
+    logits, shape, _, axis = _native_logits(be, logits, logits_owner, axis)
     if reduction not in _validate.REDUCTIONS:
         _validate.check_reduction(reduction)
-    shape = be.shape(logits)
-    if owner(labels) is None:
+    if labels_owner is None:
         labels = np.asarray(labels)
-        _validate.check_sparse_labels(labels.shape, labels.dtype.name, shape, axis)
+        _validate.check_sparse_labels(labels.shape, numpy_dtype_name(labels.dtype), shape, axis)
         labels = be.asarray(labels, like=logits)
     else:
         _validate.check_sparse_labels(be.shape(labels), be.dtype_name(labels), shape, axis)

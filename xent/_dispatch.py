@@ -75,33 +75,49 @@ def _find_owner(x: Any) -> Backend | None:
     )
 
 
+_default: list[Backend] = []  # the XENT_BACKEND (else NumPy) backend, looked up once
+
+
 def chosen_backend(explicit: str | Backend | None) -> Backend:
-    """Where framework-neutral input runs: ``backend=``, ``use_backend``, ``XENT_BACKEND``."""
+    """Where framework-neutral input runs: ``backend=``, ``use_backend``, ``XENT_BACKEND``.
+
+    ``XENT_BACKEND`` is read at the first call that needs it (like ``KERAS_BACKEND``);
+    :func:`use_backend` is the way to change the choice at run time."""
     if explicit is not None:
         return backends.get(explicit) if isinstance(explicit, str) else explicit
     chosen = _chosen.get()
     if chosen is not None:
         return chosen
-    env = os.environ.get("XENT_BACKEND")
-    return backends.get(env if env else "numpy")
+    if not _default:
+        _default.append(backends.get(os.environ.get("XENT_BACKEND") or "numpy"))
+    return _default[0]
+
+
+def forget_environment() -> None:
+    """Read ``XENT_BACKEND`` again at the next call (for tests)."""
+    _default.clear()
 
 
 def resolve(logits: Any, labels: Any, explicit: str | Backend | None) -> Backend:
     """The backend for a call, checking that logits, labels and ``backend=`` agree."""
-    backend = owner(logits)
-    if backend is None:
+    return pick(owner(logits), None if labels is None else owner(labels), explicit)
+
+
+def pick(
+    logits_owner: Backend | None, labels_owner: Backend | None, explicit: str | Backend | None
+) -> Backend:
+    """:func:`resolve` given the owners of logits and labels (None: framework-neutral)."""
+    if logits_owner is None:
         backend = chosen_backend(explicit)
-    elif explicit is not None:
-        requested = chosen_backend(explicit)
-        if requested is not backend:
+    else:
+        backend = logits_owner
+        if explicit is not None and chosen_backend(explicit) is not backend:
             raise TypeError(
-                f"backend: {requested.name!r} was requested but logits is a {backend.name} "
-                f"tensor, which always runs on {backend.name}"
+                f"backend: {chosen_backend(explicit).name!r} was requested but logits is a "
+                f"{backend.name} tensor, which always runs on {backend.name}"
             )
-    if labels is not None:
-        label_owner = owner(labels)
-        if label_owner is not None and label_owner is not backend:
-            raise _validate.mixed_frameworks(backend.name, label_owner.name)
+    if labels_owner is not None and labels_owner is not backend:
+        raise _validate.mixed_frameworks(backend.name, labels_owner.name)
     return backend
 
 

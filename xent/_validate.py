@@ -48,9 +48,12 @@ def check_logits(shape: Shape, dtype: str, axis: object) -> int:
             f"got {dtype}"
         )
     rank = len(shape)
-    if rank == 0:
+    if type(axis) is int and -rank <= axis < rank:  # the common case, checked fast
+        axis %= rank
+    elif rank == 0:
         raise ValueError("logits: must have rank >= 1 (a class axis), got a scalar of shape ()")
-    axis = normalize_axis(axis, rank)
+    else:
+        axis = normalize_axis(axis, rank)
     if shape[axis] == 0:
         raise ValueError(
             f"logits: the class axis {axis} of shape {_fmt(shape)} has size 0; "
@@ -63,7 +66,7 @@ def check_dense_labels(shape: Shape, dtype: str, logits_shape: Shape) -> None:
     """Dense labels: a real dtype and exactly the shape of logits."""
     if dtype not in REAL_DTYPES:
         raise TypeError(f"labels: expected real-valued labels, got dtype {dtype}")
-    if not _compatible(shape, logits_shape):
+    if shape != logits_shape and not _compatible(shape, logits_shape):
         raise ValueError(
             f"labels: shape {_fmt(shape)} does not match logits shape {_fmt(logits_shape)}; "
             "dense labels must have the shape of logits (for class indices use "
@@ -76,7 +79,7 @@ def check_sparse_labels(shape: Shape, dtype: str, logits_shape: Shape, axis: int
     if dtype not in INTEGER_DTYPES:
         raise TypeError(f"labels: sparse labels must be integer class indices, got dtype {dtype}")
     expected = tuple(logits_shape[:axis]) + tuple(logits_shape[axis + 1 :])
-    if not _compatible(shape, expected):
+    if shape != expected and not _compatible(shape, expected):
         raise ValueError(
             f"labels: shape {_fmt(shape)} does not match {_fmt(expected)}, the logits shape "
             f"{_fmt(logits_shape)} without the class axis {axis}"

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from xent.backends import _numpy_kernels as kernels
-from xent.backends._base import Backend
+from xent.backends import _numpy_small as small
+from xent.backends._base import Backend, numpy_dtype_name
 from xent.backends._numpy_tiles import TILE_ELEMENTS, Layout, quiet, scratch
 
 _COMPUTE = {np.dtype(np.float32): np.dtype(np.float32), np.dtype(np.float64): np.dtype(np.float64)}
@@ -24,8 +25,14 @@ def _compute_dtype(dtype: np.dtype) -> np.dtype:
     return _COMPUTE.get(dtype, np.dtype(np.float32))
 
 
-def _small_rows(logits: np.ndarray, axis: int) -> np.ndarray | None:
-    """``logits`` as ``[rows, C]`` when one kernel call can take it as is (the fast path)."""
+def _is_tiny(logits: np.ndarray, axis: int) -> bool:
+    """Few enough elements for plain Python floats to beat NumPy calls."""
+    return (logits.size <= small.MAX_ELEMENTS and axis == logits.ndim - 1
+            and logits.dtype in _COMPUTE)
+
+
+def _direct_rows(logits: np.ndarray, axis: int) -> np.ndarray | None:
+    """``logits`` as ``[rows, C]`` when one kernel call can take it as is (no tiling)."""
     if (
         axis == logits.ndim - 1
         and logits.size <= TILE_ELEMENTS
@@ -58,7 +65,7 @@ class NumpyBackend(Backend):
         return x.shape  # type: ignore[no-any-return]
 
     def dtype_name(self, x: np.ndarray) -> str:
-        return x.dtype.name  # type: ignore[no-any-return]
+        return numpy_dtype_name(x.dtype)
 
     def asarray(self, value: Any, *, like: Any = None, dtype: str | None = None) -> np.ndarray:
         """Labels (``like`` given) keep their dtype: the kernels cast them block by block,
@@ -74,8 +81,8 @@ class NumpyBackend(Backend):
         return np.asarray(x)
 
     def first_out_of_range(self, labels: np.ndarray, num_classes: int) -> int | None:
-        if labels.size == 0:
-            return None
+        if labels.size <= small.MAX_ELEMENTS:
+            return next((v for v in labels.ravel().tolist() if not 0 <= v < num_classes), None)
         if labels.dtype.kind == "i":  # negative labels wrap to huge unsigned values
             unsigned = labels.view(np.dtype(f"u{labels.dtype.itemsize}"))
         else:
@@ -96,7 +103,9 @@ class NumpyBackend(Backend):
 
     # -- math -----------------------------------------------------------------------------
     def softmax(self, logits: np.ndarray, axis: int) -> np.ndarray:
-        rows = _small_rows(logits, axis)
+        if _is_tiny(logits, axis):
+            return small.softmax(logits)
+        rows = _direct_rows(logits, axis)
         if rows is not None:
             out = np.empty_like(rows)
             with quiet():
@@ -105,7 +114,9 @@ class NumpyBackend(Backend):
         return self._map_rows(logits, axis, lambda x, out: kernels.softmax(x, out))
 
     def log_softmax(self, logits: np.ndarray, axis: int) -> np.ndarray:
-        rows = _small_rows(logits, axis)
+        if _is_tiny(logits, axis):
+            return small.log_softmax(logits)
+        rows = _direct_rows(logits, axis)
         if rows is not None:
             out = np.empty_like(rows)
             with quiet():
@@ -120,18 +131,19 @@ class NumpyBackend(Backend):
     def softmax_cross_entropy_with_logits(
         self, labels: np.ndarray, logits: np.ndarray, axis: int
     ) -> np.ndarray:
-        rows = _small_rows(logits, axis)
-        if rows is not None and labels.flags.c_contiguous:
+        if _is_tiny(logits, axis):
+            return small.dense_loss(labels, logits)
+        rows = _direct_rows(logits, axis)
+        if rows is not None:
+            y = labels.reshape(rows.shape).astype(rows.dtype, copy=False)
             with quiet():
-                loss = kernels.dense_loss(
-                    labels.reshape(rows.shape), rows, np.empty_like(rows), np.empty_like(rows)
-                )
+                loss = kernels.dense_loss(y, rows, np.empty_like(rows), np.empty_like(rows))
             return loss.reshape(logits.shape[:-1])
         layout = Layout(logits.shape, axis)
         y3 = layout.view(labels)
 
         def dense_rows(tile: tuple[int, int, int, int], x: np.ndarray) -> np.ndarray:
-            y = layout.rows(y3, tile, None, "y")
+            y = layout.rows(y3, tile, x.dtype, "y")
             return kernels.dense_loss(y, x, scratch("d", x.shape, x.dtype),
                                       scratch("e", x.shape, x.dtype))
 
@@ -140,7 +152,9 @@ class NumpyBackend(Backend):
     def sparse_softmax_cross_entropy_with_logits(
         self, labels: np.ndarray, logits: np.ndarray, axis: int
     ) -> np.ndarray:
-        rows = _small_rows(logits, axis)
+        if _is_tiny(logits, axis):
+            return small.sparse_loss(labels, logits)
+        rows = _direct_rows(logits, axis)
         if rows is not None:
             with quiet():
                 loss = kernels.sparse_loss(labels.reshape(-1), rows, np.empty_like(rows))

@@ -8,7 +8,7 @@ Accuracy: with ``m = max(x)`` at index ``k`` and ``s' = sum_{c != k} exp(x_c - m
 
     logsumexp(x) - x_c = (m - x_c) + log1p(s')
 
-Both terms are >= 0, so the loss ``sum_c y_c (m - x_c) + log1p(s') * sum_c y_c`` is a sum of
+Both terms are >= 0, so the loss ``sum_c y_c ((m - x_c) + log1p(s'))`` is a sum of
 non-negative terms for non-negative labels: accurate to a few eps *relative*, also for
 confident predictions whose loss is far below eps (where ``log(sum exp)`` rounds to 0).
 """
@@ -28,15 +28,11 @@ def _lead(x: Array) -> tuple[Array, Array]:
 
 
 def _log1p_rest(x: Array, flat: Array, m: Array, scratch: Array) -> Array:
-    """``log1p(sum_{c != k} exp(x_c - m))`` per row: logsumexp(x) - m without rounding 1 + s'.
-
-    NaN for a row whose maximum is +inf (or NaN): such a row has no defined loss."""
+    """``log1p(sum_{c != k} exp(x_c - m))`` per row: logsumexp(x) - m without rounding 1 + s'."""
     e = np.subtract(x, m[:, None], out=scratch)
     np.exp(e, out=e)
     e.ravel()[flat] = 0.0  # drop the leading exp(0) = 1: log1p adds it back exactly
-    rest = np.log1p(np.add.reduce(e, axis=1))
-    rest += m - m  # +inf - +inf = NaN marks rows with a +inf logit
-    return rest
+    return np.log1p(np.add.reduce(e, axis=1))
 
 
 def softmax(x: Array, out: Array) -> None:
@@ -49,6 +45,7 @@ def softmax(x: Array, out: Array) -> None:
 def log_softmax(x: Array, out: Array, scratch: Array) -> None:
     flat, m = _lead(x)
     rest = _log1p_rest(x, flat, m, scratch)
+    rest += m - m  # +inf - +inf = NaN: a row with a +inf logit is NaN throughout
     np.subtract(x, m[:, None], out=out)
     np.subtract(out, rest[:, None], out=out)
 
@@ -58,36 +55,32 @@ def sparse_loss(labels: Array, x: Array, scratch: Array) -> Array:
     flat, m = _lead(x)
     rest = _log1p_rest(x, flat, m, scratch)
     picked = x.ravel().take(labels + np.arange(0, x.size, x.shape[1]))
-    return (m - picked) + rest
-
-
-def dense_loss(y: Array, x: Array, scratch: Array, scratch2: Array) -> Array:
-    """``sum_c y_c (m - x_c) + log1p(s') * sum_c y_c`` per row, 0 for ``y_c == 0`` classes.
-
-    ``y`` may be of any real dtype: it is cast block by block inside the ufuncs."""
-    flat, m = _lead(x)
-    d = np.subtract(x, m[:, None], out=scratch2)  # x - m <= 0
-    weighted = np.multiply(y, d, out=scratch, dtype=x.dtype, casting="unsafe")
-    below = np.add.reduce(weighted, axis=1)  # sum_c y_c (x_c - m) <= 0
-    rest = _log1p_rest(x, flat, m, scratch2)
-    loss = rest * np.add.reduce(y, axis=1, dtype=x.dtype) - below
-    if np.isnan(np.add.reduce(loss)):
-        _fix_masked_rows(loss, y, x, m)
+    loss = (m - picked) + rest
+    loss += m - m  # NaN for a row with a +inf logit (its leading term was dropped above)
     return loss
 
 
-def _fix_masked_rows(loss: Array, y: Array, x: Array, m: Array) -> None:
-    """Recompute rows where ``0 * -inf`` (label 0 at a masked class) made NaN.
+def dense_loss(y: Array, x: Array, scratch: Array, scratch2: Array) -> Array:
+    """``sum_c y_c ((m - x_c) + log1p(s'))`` per row, 0 for ``y_c == 0`` classes.
 
-    Only rows with a finite maximum can be fixed: NaN or +inf logits, or a row masked
-    everywhere, stay NaN, as do NaN labels."""
+    ``y`` is in the dtype of ``x``. One ``vecdot`` does the weighted sum: no product array."""
+    flat, m = _lead(x)
+    d = np.subtract(m[:, None], x, out=scratch)  # m - x >= 0
+    rest = _log1p_rest(x, flat, m, scratch2)
+    np.add(d, rest[:, None], out=d)  # logsumexp - x, as a sum of non-negative terms
+    loss = np.vecdot(y, d)
+    total = np.add.reduce(loss)
+    if total != total:  # NaN somewhere: maybe label 0 times an infinite gap
+        _fix_masked_rows(loss, y, d, m)
+    return loss
+
+
+def _fix_masked_rows(loss: Array, y: Array, gap: Array, m: Array) -> None:
+    """Recompute rows where ``0 * inf`` (label 0 at a masked, -inf, class) made NaN.
+
+    ``gap`` is ``logsumexp - x``. Only rows with a finite maximum can be fixed: NaN or +inf
+    logits, or a row masked everywhere, stay NaN, as do NaN labels."""
     rows = np.flatnonzero(np.isnan(loss) & np.isfinite(m))
-    if rows.size == 0:
-        return
-    yr = y[rows].astype(x.dtype)
-    xr = x[rows]
-    d = xr - m[rows, None]
-    flat, _ = _lead(xr)
-    rest = _log1p_rest(xr, flat, m[rows], np.empty_like(xr))
-    below = np.add.reduce(np.where(yr == 0, 0, yr * d), axis=1)
-    loss[rows] = rest * np.add.reduce(yr, axis=1) - below
+    if rows.size:
+        yr = y[rows]
+        loss[rows] = np.add.reduce(np.where(yr == 0, 0, yr * gap[rows]), axis=1)

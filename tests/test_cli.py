@@ -1,0 +1,55 @@
+"""The ``xent`` command: the demo's numbers, and one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import requested_backends
+
+
+def xent_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "xent", *args], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+
+
+def test_demo_on_every_requested_backend() -> None:
+    backends = requested_backends()
+    result = xent_cli("demo", *[a for name in backends for a in ("--backend", name)])
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Training instance 1 | 0.227863   | 0.61939586 | 0.15274114" in out
+    assert "Training instance 2 | 0.49674623 | 0.20196195 | 0.30129182" in out
+    modes = {"numpy": ["eager"], "torch": ["eager"], "tensorflow": ["eager", "function", "graph"],
+             "jax": ["eager", "jit"]}
+    table = [line.split() for line in out.splitlines()]
+    for name in backends:
+        for mode in modes.get(name, []):
+            row = next(r for r in table if r[:2] == [name, mode])
+            assert row[3:5] == ["0.4790107", "1.19967598"], row
+            assert row[5].startswith("0.83934333897877"), row
+    masked = [r for r in table if r and r[0] in backends and r[-1] == "0.3132617"]
+    assert [r[0] for r in masked] == backends
+    assert all(r[-2] == "nan" for r in masked)  # the native call, for contrast
+    assert "largest disagreement" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "xent: the following arguments are required: COMMAND"),
+        (["frobnicate"], "xent: argument COMMAND: invalid choice: 'frobnicate'"),
+        (["demo", "--backend", "nope"], "xent demo: backend: unknown backend 'nope'"),
+        (["map", "--format", "xml"], "argument --format: invalid choice: 'xml'"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(args: list[str], message: str) -> None:
+    result = xent_cli(*args)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
