@@ -58,13 +58,13 @@ def _find_owner(x: Any) -> Backend | None:
     for backend in backends.registered():
         if (backend.module is None or backend.module in sys.modules) and backend.owns(x):
             return backend
+    if _is_neutral_type(type(x)):  # never ask (or load) a framework backend about these
+        return None
     for framework, name in backends.builtin_candidates():
         if framework in sys.modules:
             backend = backends.get(name)
             if backend.owns(x):
                 return backend
-    if _is_neutral_type(type(x)):
-        return None
     backends.load_entry_points()  # a third-party tensor: its backend may be an entry point
     for backend in backends.registered():
         if (backend.module is None or backend.module in sys.modules) and backend.owns(x):

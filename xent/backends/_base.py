@@ -46,6 +46,9 @@ class Backend:
     tracing_modes: tuple[str, ...] = ()
     #: Whether :meth:`value_and_grad` is implemented (frameworks with autodiff).
     has_autodiff: bool = False
+    #: Whether losses and log-probabilities are accurate to a few eps *relative* even where
+    #: they are far below eps (confident predictions); else a few eps of their scale.
+    relative_accuracy: bool = False
     #: Floating dtypes this framework supports, by NumPy-style name.
     dtypes: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")
 

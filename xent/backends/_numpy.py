@@ -48,6 +48,7 @@ class NumpyBackend(Backend):
     module = "numpy"
     modes = ("eager",)
     has_autodiff = False
+    relative_accuracy = True
 
     def __init__(self) -> None:
         try:

@@ -68,9 +68,13 @@ def sparse_softmax_cross_entropy_with_logits(
 
 def softmax(logits: Any, axis: int | None = None, name: str | None = None,
             dim: int | None = None) -> Any:
+    """TF1's softmax: ``exp(logits - logsumexp(logits))`` along ``axis`` (or ``dim``, its
+    TF1 name; default: the last axis)."""
     return xent.softmax(logits, axis_or_dim(axis, dim))
 
 
 def log_softmax(logits: Any, axis: int | None = None, name: str | None = None,
                 dim: int | None = None) -> Any:
+    """TF1's log_softmax: ``logits - logsumexp(logits)`` along ``axis`` (or ``dim``, its
+    TF1 name; default: the last axis)."""
     return xent.log_softmax(logits, axis_or_dim(axis, dim))

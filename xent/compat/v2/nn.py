@@ -35,8 +35,10 @@ def sparse_softmax_cross_entropy_with_logits(
 
 
 def softmax(logits: Any, axis: int | None = None, name: str | None = None) -> Any:
+    """TF's softmax: ``exp(logits - logsumexp(logits))`` along ``axis`` (default: last)."""
     return xent.softmax(logits, axis_or_dim(axis, None))
 
 
 def log_softmax(logits: Any, axis: int | None = None, name: str | None = None) -> Any:
+    """TF's log_softmax: ``logits - logsumexp(logits)`` along ``axis`` (default: last)."""
     return xent.log_softmax(logits, axis_or_dim(axis, None))

@@ -1,0 +1,126 @@
+"""The TensorFlow math: softmax cross-entropy from TF's reductions and elementwise ops.
+
+With ``m`` the row maximum, ``d = x - m``, ``e = exp(d)`` and ``rest`` the sum of ``e`` over
+every class but one at the maximum (the NumPy reference's formulation),
+``log_z = logsumexp(x) - m = log1p(rest)`` and
+
+    loss = sum(labels) * log_z - sum_c labels_c * d_c
+
+is a sum of two non-negative terms: accurate to a few eps *relative*, also for confident rows
+whose loss is far below eps (TF's fused xent and log_softmax kernels return 0 there, which
+is why they are not used; the formulation costs about what TF's fused xent kernel does).
+``multiply_no_nan`` makes a label-0 class add exactly 0 where ``d`` is ``-inf`` (a masked
+class; TF's fused kernel computes ``0 * -inf = NaN``).
+
+The gradients (``tf.custom_gradient``) reuse the forward's ``e``:
+``d/dlogits = softmax * sum(labels) - labels`` (TF's kernel gives ``softmax - labels``, wrong
+for unnormalised labels) and ``d/dlabels = log_z - d``, ``+inf`` at a masked class.
+
+Everything here works on any floating dtype; the caller runs float16/bfloat16 in float32.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import tensorflow as tf
+
+try:  # private, read-only: whether a GradientTape records this eager call, and what it watches
+    from tensorflow.python.eager import record as _record
+
+    def taped() -> bool:
+        """False only in eager execution with no tape active: no gradient can be asked for."""
+        return not tf.executing_eagerly() or bool(_record.could_possibly_record())
+
+    def watched(x: tf.Tensor) -> bool:
+        """Whether a gradient of ``x`` may be asked for (always, while tracing)."""
+        return not tf.executing_eagerly() or bool(_record.should_record_backprop([x]))
+
+except ImportError:  # a TF that moved it: always take the differentiable path
+
+    def taped() -> bool:
+        return True
+
+    def watched(x: tf.Tensor) -> bool:
+        return True
+
+
+def shifted(x: tf.Tensor, axis: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """``(d, e, total, log_z)``: ``d = x - max(x)``, ``e = exp(d)``, and per row
+    ``total = sum(e)`` and ``log_z = logsumexp(x) - max(x)``, accurate when ``log_z << 1``.
+
+    A row with a NaN logit (``max`` is NaN), a ``+inf`` logit (its ``d`` is NaN) or every
+    logit ``-inf`` (``d = -inf - -inf``) has NaN ``total`` and ``log_z``."""
+    d = x - tf.reduce_max(x, axis, keepdims=True)
+    e = tf.exp(d)
+    total = tf.reduce_sum(e, axis)
+    below = tf.reduce_sum(tf.where(d < 0, e, 0.0), axis)  # all classes but the maximum
+    # rest = total - 1 without rounding 1 + below: add 1 per further class tied at the maximum
+    return d, e, total, tf.math.log1p(below + (tf.round(total - below) - 1))
+
+
+def log_softmax(x: tf.Tensor, axis: int) -> tf.Tensor:
+    """``d - log_z`` (not ``tf.nn.log_softmax``: it rounds a confident maximum's to 0)."""
+    d, _, _, log_z = shifted(x, axis)
+    return d - tf.expand_dims(log_z, axis)
+
+
+def _dense_loss(labels: tf.Tensor, d: tf.Tensor, weight: tf.Tensor, log_z: tf.Tensor,
+                axis: int) -> tf.Tensor:
+    # multiply_no_nan: a class with label 0 adds exactly 0, also where d is -inf
+    return weight * log_z - tf.reduce_sum(tf.math.multiply_no_nan(d, labels), axis)
+
+
+def dense(labels: tf.Tensor, logits: tf.Tensor, axis: int) -> tf.Tensor:
+    """The dense loss; differentiable unless no tape can record this (eager) call."""
+    if taped():
+        return _dense_xent(axis, watched(labels))(labels, logits)
+    d, _, _, log_z = shifted(logits, axis)
+    return _dense_loss(labels, d, tf.reduce_sum(labels, axis), log_z, axis)
+
+
+@functools.lru_cache(maxsize=None)
+def _dense_xent(axis: int, label_gradient: bool) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """The dense loss along ``axis`` with the contract's gradients (cached per variant)."""
+
+    @tf.custom_gradient  # type: ignore[misc]
+    def dense_xent(labels: tf.Tensor, logits: tf.Tensor) -> Any:
+        d, e, total, log_z = shifted(logits, axis)
+        weight = tf.reduce_sum(labels, axis)
+
+        def grad(upstream: tf.Tensor) -> tuple[tf.Tensor | None, tf.Tensor]:
+            g = tf.expand_dims(upstream, axis)
+            # d/dlogits = softmax * sum(labels) - labels: 0 at a masked class
+            dlogits = e * tf.expand_dims(upstream * weight / total, axis) - labels * g
+            if not label_gradient:  # eager, labels not watched: skip a full-size product
+                return None, dlogits
+            # d/dlabels = logsumexp - logits = log_z - d: +inf at a masked class, its true value
+            return (tf.expand_dims(log_z, axis) - d) * g, dlogits
+
+        return _dense_loss(labels, d, weight, log_z, axis), grad
+
+    return dense_xent  # type: ignore[no-any-return]
+
+
+def sparse(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """The sparse loss on ``[rows, C]`` logits and ``[rows]`` in-range labels."""
+    if taped():
+        return _sparse_xent(labels, logits)
+    d, _, _, log_z = shifted(logits, 1)
+    return log_z - tf.gather(d, labels, batch_dims=1)
+
+
+@tf.custom_gradient  # type: ignore[misc]
+def _sparse_xent(labels: tf.Tensor, logits: tf.Tensor) -> Any:
+    """``log_z - d[label]``, with d/dlogits = softmax - one_hot(labels)."""
+    d, e, total, log_z = shifted(logits, 1)
+
+    def grad(upstream: tf.Tensor) -> tuple[None, tf.Tensor]:
+        rows = tf.range(tf.shape(labels, out_type=labels.dtype)[0], dtype=labels.dtype)
+        at_labels = tf.stack([rows, labels], 1)
+        scaled = e * tf.expand_dims(upstream / total, 1)
+        return None, tf.tensor_scatter_nd_sub(scaled, at_labels, upstream)
+
+    return log_z - tf.gather(d, labels, batch_dims=1), grad

@@ -1,0 +1,288 @@
+"""One module through the rules: the TF1 evidence pass, the Session plan, the rewriting
+transformer (calls, names, statements), and the imports it needs.
+
+Statements that go (``sess = tf.Session()``, ``sess.close()``) hand their comments to the
+next statement; unwrapped ``with tf.Session() as sess:`` blocks keep theirs. Lines in the
+findings are lines of the original source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import libcst as cst
+from libcst.metadata import ParentNodeProvider, PositionProvider, QualifiedNameProvider
+
+from xent.migration import names
+from xent.migration.arguments import source_text
+from xent.migration.lint import lint
+from xent.migration.mapping import COMPAT_V1
+from xent.migration.report import Finding
+from xent.migration.rules import CROSS_ENTROPY, LOSSES, REDUCE, RENAMES, SOFTMAX, Context, Rules
+from xent.migration.session import SessionPlan, as_numpy, plan_sessions
+
+#: plain ``tf.*`` paths that exist only in TF1: their presence makes a file TF1 code
+TF1_ONLY = COMPAT_V1 | set(RENAMES) | set(LOSSES) | {"nn.softmax_cross_entropy_with_logits_v2"}
+_TF1_KEYWORDS = {"dim", "reduction_indices", "keep_dims"}
+
+
+class _Evidence(cst.CSTVisitor):
+    """Does the file use TF1-only names or keywords (through plain ``tensorflow``)?"""
+
+    METADATA_DEPENDENCIES = (ParentNodeProvider, QualifiedNameProvider)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tf1 = False
+
+    def visit_Name(self, node: cst.Name) -> None:
+        parent = self.get_metadata(ParentNodeProvider, node, None)
+        if not (isinstance(parent, cst.Attribute) and parent.attr is node):
+            self._check(node)  # a name imported from tensorflow
+
+    def visit_Attribute(self, node: cst.Attribute) -> None:
+        self._check(node)
+
+    def _check(self, node: cst.Attribute | cst.Name) -> None:
+        api = names.tf_api(names.qualified(self, node))
+        if api and api[0] == "tf" and (api[1] in TF1_ONLY or api[1].startswith("contrib.")):
+            self.tf1 = True
+
+    def visit_Call(self, node: cst.Call) -> None:
+        api = names.tf_api(names.qualified(self, node.func))
+        if api is None or api[0] != "tf":
+            return
+        path = api[1]
+        if path in SOFTMAX or path in CROSS_ENTROPY or path in REDUCE:
+            if any(a.keyword is not None and a.keyword.value in _TF1_KEYWORDS
+                   for a in node.args):
+                self.tf1 = True
+
+
+class Rewriter(cst.CSTTransformer):
+    METADATA_DEPENDENCIES = (ParentNodeProvider, PositionProvider, QualifiedNameProvider)
+
+    def __init__(self, ctx: Context, plan: SessionPlan) -> None:
+        super().__init__()
+        self.ctx, self.plan, self.rules = ctx, plan, Rules(ctx)
+        self.emptied: set[cst.SimpleStatementLine] = set()
+        self.evals = plan.eval_calls()
+
+    def line(self, node: cst.CSTNode) -> int:
+        return self.get_metadata(PositionProvider, node).start.line
+
+    # -- expressions -----------------------------------------------------------------------
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
+        """``from tensorflow import log``: TF1-only names imported by name are reported."""
+        module = names.dotted(node.module) if node.module is not None else None
+        if module is None or node.relative or isinstance(node.names, cst.ImportStar):
+            return
+        for alias in node.names:
+            name = names.dotted(alias.name)
+            api = names.tf_api(f"{module}.{name}")
+            if api is None or api[0] != "tf" or api[1] not in TF1_ONLY:
+                continue
+            path = api[1]
+            where = (f"tensorflow.{RENAMES[path]}" if path in RENAMES else
+                     "tensorflow.nn.softmax_cross_entropy_with_logits (same meaning)"
+                     if path.endswith("_v2") else f"tensorflow.compat.v1.{path}")
+            self.ctx.add(self.line(node), "manual", f"`from {module} import {name}`: TF2 has "
+                         f"no tensorflow.{path}; import {where}", "review")
+
+    def leave_Attribute(self, original: cst.Attribute,
+                        updated: cst.Attribute) -> cst.BaseExpression:
+        parent = self.get_metadata(ParentNodeProvider, original, None)
+        called = isinstance(parent, cst.Call) and parent.func is original
+        qualname = names.qualified(self, original)
+        return self.rules.attribute(updated, qualname, self.line(original), called)
+
+    def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
+        if self.plan.eager and original in self.plan.runs:
+            value = as_numpy(updated.args[0].value)
+            if updated.lpar:
+                value = value.with_changes(lpar=[*updated.lpar, *value.lpar],
+                                           rpar=[*value.rpar, *updated.rpar])
+            self._converted(original, value)
+            return value
+        if original in self.evals:
+            func = updated.func
+            assert isinstance(func, cst.Attribute)
+            value = updated.with_changes(func=func.with_changes(attr=cst.Name("numpy")))
+            self._converted(original, value)
+            return value
+        qualname = names.qualified(self, original.func)
+        return self.rules.call(original, updated, qualname, self.line(original))
+
+    def _converted(self, original: cst.Call, value: cst.BaseExpression) -> None:
+        self.ctx.add(self.line(original), "session",
+                     f"{source_text(original)} -> {source_text(value)} (eager)")
+
+    # -- statements ------------------------------------------------------------------------
+    def leave_SimpleStatementLine(self, original: cst.SimpleStatementLine,
+                                  updated: cst.SimpleStatementLine) -> cst.SimpleStatementLine:
+        if not self.plan.eager:
+            return updated
+        kept = [new for old, new in zip(original.body, updated.body)
+                if old not in self.plan.remove]
+        if len(kept) == len(updated.body):
+            return updated
+        for old in original.body:
+            if old in self.plan.remove:
+                self.ctx.add(self.line(old), "session",
+                             f"`{source_text(old)}` removed: TF2 runs eagerly")
+        if not kept:
+            self.emptied.add(original)
+            return updated
+        kept[-1] = kept[-1].with_changes(semicolon=cst.MaybeSentinel.DEFAULT)
+        return updated.with_changes(body=kept)
+
+    def leave_IndentedBlock(self, original: cst.IndentedBlock,
+                            updated: cst.IndentedBlock) -> cst.IndentedBlock:
+        body, footer = self._statements(original.body, updated.body)
+        if not body:
+            body = [cst.SimpleStatementLine([cst.Pass()], leading_lines=footer)]
+            footer = []
+        return updated.with_changes(body=body, footer=[*footer, *updated.footer])
+
+    def leave_Module(self, original: cst.Module, updated: cst.Module) -> cst.Module:
+        body, footer = self._statements(original.body, updated.body)
+        return updated.with_changes(body=body, footer=[*footer, *updated.footer])
+
+    def _statements(self, originals: Sequence[cst.BaseStatement],
+                    updated: Sequence[cst.BaseStatement]
+                    ) -> tuple[list[cst.BaseStatement], list[cst.EmptyLine]]:
+        """Drop emptied lines and unwrap Session blocks; carry comments forward."""
+        out: list[cst.BaseStatement] = []
+        carry: list[cst.EmptyLine] = []
+        for old, new in zip(originals, updated):
+            if old in self.emptied and isinstance(new, cst.SimpleStatementLine):
+                carry += list(new.leading_lines) + _comment(new.trailing_whitespace)
+                continue
+            if self.plan.eager and old in self.plan.unwrap and isinstance(new, cst.With):
+                item = source_text(old.items[0].with_changes(comma=cst.MaybeSentinel.DEFAULT))
+                self.ctx.add(self.line(old), "session",
+                             f"`with {item}:` block unwrapped: TF2 runs eagerly")
+                inner, lines = _unwrapped(new)
+                carry += lines
+                if not inner:
+                    continue
+                out.append(inner[0].with_changes(leading_lines=_merge(carry, inner[0])))
+                out.extend(inner[1:])
+                carry = list(new.body.footer) if isinstance(new.body, cst.IndentedBlock) else []
+                continue
+            if carry:
+                new = new.with_changes(leading_lines=_merge(carry, new))
+                carry = []
+            out.append(new)
+        return out, carry
+
+
+def _comment(trailing: cst.TrailingWhitespace) -> list[cst.EmptyLine]:
+    return [cst.EmptyLine(comment=trailing.comment)] if trailing.comment else []
+
+
+def _unwrapped(node: cst.With) -> tuple[list[cst.BaseStatement], list[cst.EmptyLine]]:
+    """The statements of a ``with`` block, and the comments of its header."""
+    lines = list(node.leading_lines)
+    body = node.body
+    if isinstance(body, cst.IndentedBlock):
+        return list(body.body), lines + _comment(body.header)
+    assert isinstance(body, cst.SimpleStatementSuite)
+    return [cst.SimpleStatementLine(list(body.body), trailing_whitespace=body.trailing_whitespace)
+            ], lines
+
+
+def _merge(carry: list[cst.EmptyLine], statement: cst.BaseStatement) -> list[cst.EmptyLine]:
+    """Carried lines before a statement's own, blank runs no longer than either had."""
+    lines = [*carry, *statement.leading_lines]
+    longest = max(_blank_run(carry), _blank_run(list(statement.leading_lines)))
+    out: list[cst.EmptyLine] = []
+    run = 0
+    for line in lines:
+        run = run + 1 if line.comment is None else 0
+        if run <= longest:
+            out.append(line)
+    return out
+
+
+def _blank_run(lines: list[cst.EmptyLine]) -> int:
+    longest = run = 0
+    for line in lines:
+        run = run + 1 if line.comment is None else 0
+        longest = max(longest, run)
+    return longest
+
+
+def _insert_after_import(module: cst.Module, statements: list[cst.BaseStatement],
+                         prefix: str) -> cst.Module | None:
+    """``statements`` after the first module-level import of ``prefix``; None if none."""
+    for index, statement in enumerate(module.body):
+        if names.imports_module(statement, prefix):
+            body = [*module.body[: index + 1], *statements, *module.body[index + 1:]]
+            return module.with_changes(body=body)
+    return None
+
+
+def _is_docstring(statement: cst.BaseStatement) -> bool:
+    return (isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1
+            and isinstance(statement.body[0], cst.Expr)
+            and isinstance(statement.body[0].value, cst.BaseString))
+
+
+def _add_imports(module: cst.Module, ctx: Context, plan: SessionPlan) -> cst.Module:
+    """``import xent`` for xent calls; eager execution disabled for graph code."""
+    added: list[cst.BaseStatement] = []
+    if ctx.uses_xent and ctx.xent_name == "xent" and "xent" not in names.module_aliases(
+        module, "xent"
+    ):
+        added.append(cst.parse_statement("import xent\n"))
+    needs_graph = bool(plan.blockers) and not plan.graph_ready and (
+        plan.has_sessions or plan.graph_api)
+    if needs_graph:
+        disable = names.spell("tensorflow.compat.v1.disable_eager_execution", ctx.aliases)
+        if disable is None:
+            ctx.add(plan.blockers[0][0], "manual",
+                    "graph code needs tf.compat.v1.disable_eager_execution() in TF2", "review")
+        else:
+            code = cst.Module(body=[]).code_for_node(disable)
+            added.append(cst.parse_statement(f"{code}()\n"))
+            ctx.add(plan.blockers[0][0], "graph-code",
+                    "tf.compat.v1.disable_eager_execution() added after the import: this "
+                    "file's graph code runs on TF2 through tf.compat.v1; port it to "
+                    "tf.function by hand")
+    if needs_graph or ctx.tf1:  # TF2 code using tf.compat.v1 on purpose is not reported
+        for line, reason in plan.blockers:
+            ctx.add(line, "graph-code", f"{reason}: kept as TF1 graph code", "review")
+    if not added:
+        return module
+    new = _insert_after_import(module, added, "tensorflow")
+    if new is not None:
+        return new
+    index = 0  # after the docstring and __future__ imports
+    while index < len(module.body) and (
+        _is_docstring(module.body[index]) or names.imports_module(module.body[index],
+                                                                  "__future__")):
+        index += 1
+    return module.with_changes(body=[*module.body[:index], *added, *module.body[index:]])
+
+
+def migrate_module(module: cst.Module, target: str, *, rewrite: bool = True,
+                   check: bool = True) -> tuple[cst.Module, list[Finding]]:
+    """``module`` rewritten for ``target`` ("tf2" or "xent"), and the findings.
+
+    ``rewrite=False`` / ``check=False`` skip the rewrite / the lint (for source that
+    cannot contain what they look for)."""
+    wrapper = cst.MetadataWrapper(module, unsafe_skip_copy=True)
+    if not rewrite:
+        return module, sorted(lint(wrapper)) if check else []
+    evidence = _Evidence()
+    wrapper.visit(evidence)
+    plan = plan_sessions(wrapper)
+    xent_aliases = names.module_aliases(module, "xent")
+    xent_name = next((n for n, m in xent_aliases.items() if m == "xent"), "xent")
+    ctx = Context(target=target, aliases=names.module_aliases(module), tf1=evidence.tf1,
+                  eager=plan.eager, xent_name=xent_name)
+    new = wrapper.visit(Rewriter(ctx, plan))
+    new = _add_imports(new, ctx, plan)
+    findings = ctx.findings + (lint(wrapper) if check else [])
+    return new, sorted(set(findings), key=lambda f: (f.line, f.kind != "change", f.rule, f.note))
