@@ -22,6 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 import xent
+from xent.backends._numpy_tiles import release_scratch
 
 SHAPES = [(4096, 1000), (256, 32000), (64, 128256), (2, 3)]
 
@@ -33,24 +34,29 @@ def naive(labels: np.ndarray, logits: np.ndarray) -> np.ndarray:
     return (labels * (lse - z)).sum(axis=-1)
 
 
-def best_time(fn: Callable[[], object], repeats: int, budget: float = 2.0) -> float:
-    """Best of ``repeats`` timings, each averaging enough calls to last ~1 ms."""
-    fn()
-    start = time.perf_counter()
-    fn()
-    once = max(time.perf_counter() - start, 1e-7)
-    inner = max(1, int(1e-3 / once))
-    repeats = max(3, min(repeats, int(budget / (once * inner)) or 1))
-    best = float("inf")
-    for _ in range(repeats):
+def best_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Best of ``repeats`` per function, the functions interleaved so that they all see the
+    same machine load; each timing averages enough calls to last ~1 ms."""
+    inner = {}
+    for name, fn in fns.items():
+        fn()
         start = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        best = min(best, (time.perf_counter() - start) / inner)
+        fn()
+        inner[name] = max(1, int(1e-3 / max(time.perf_counter() - start, 1e-7)))
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(inner[name]):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - start) / inner[name])
     return best
 
 
 def peak_extra_bytes(fn: Callable[[], object]) -> int:
+    """Peak bytes allocated during ``fn()``, counting xent's reusable scratch buffers (they
+    are dropped first, so the call allocates them again)."""
+    release_scratch()
     gc.collect()
     tracemalloc.start()
     try:
@@ -103,9 +109,13 @@ def main() -> None:
             return naive(labels, logits)
 
         np.testing.assert_allclose(run_xent(), run_naive(), rtol=1e-4)
-        t_naive, t_xent = best_time(run_naive, repeats), best_time(run_xent, repeats)
+        fns = {"naive": run_naive, "xent": run_xent}
         torch_fn = torch_call(labels, logits)
-        t_torch = best_time(torch_fn, repeats) if torch_fn else float("nan")
+        if torch_fn:
+            fns["torch"] = torch_fn
+        times = best_times(fns, repeats if logits.size > 1000 else 200)  # tiny: noisy
+        t_naive, t_xent = times["naive"], times["xent"]
+        t_torch = times.get("torch", float("nan"))
         mem_naive = peak_extra_bytes(run_naive) / 2**20
         mem_xent = peak_extra_bytes(run_xent) / 2**20
         print(f"{'x'.join(map(str, shape)):>12} | {fmt_time(t_naive):>10} | "
@@ -132,14 +142,41 @@ def overhead() -> None:
         ),
         "softmax": (lambda: xent.softmax(logits), lambda: backend.softmax(logits, 1)),
     }
-    print("\ndispatch + validation at 2x3 float32 (best of 200 interleaved batches of 1000)")
+    print("\ndispatch + validation at 2x3 float32 (best of 200 interleaved batches of 1000);"
+          "\n'no-op' replaces the backend's kernels by `return None`: the pure cost of the API")
     for name, (public, direct) in pairs.items():
         t_public = t_direct = float("inf")
         for _ in range(200):  # interleaved, so both see the same machine load
             t_public = min(t_public, _per_call(public, 1000))
             t_direct = min(t_direct, _per_call(direct, 1000))
         print(f"  {name:8} public {fmt_time(t_public)}  backend {fmt_time(t_direct)}  "
-              f"overhead {fmt_time(t_public - t_direct)}")
+              f"overhead {fmt_time(t_public - t_direct)}  no-op {fmt_time(_noop_overhead(name))}")
+
+
+def _noop_overhead(name: str) -> float:
+    """The public call with the backend's kernel replaced by ``return None``."""
+    backend = xent.backends.get("numpy")
+    logits = np.array([[0.5, 1.5, 0.1], [2.2, 1.3, 1.7]], np.float32)
+    labels = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], np.float32)
+    method = {"dense": "softmax_cross_entropy_with_logits", "softmax": "softmax",
+              "sparse": "sparse_softmax_cross_entropy_with_logits"}[name]
+    public = {
+        "dense": lambda: xent.softmax_cross_entropy_with_logits(labels=labels, logits=logits),
+        "sparse": lambda: xent.sparse_softmax_cross_entropy_with_logits(labels=[1, 2],
+                                                                        logits=logits),
+        "softmax": lambda: xent.softmax(logits),
+    }[name]
+    if name == "sparse":
+        index = np.array([1, 2])
+        public = lambda: xent.sparse_softmax_cross_entropy_with_logits(  # noqa: E731
+            labels=index, logits=logits)
+    setattr(backend, method, lambda *args: None)
+    try:
+        t_public = min(_per_call(public, 1000) for _ in range(200))
+        t_empty = min(_per_call(lambda: None, 1000) for _ in range(200))
+    finally:
+        delattr(backend, method)
+    return t_public - t_empty
 
 
 def _per_call(fn: Callable[[], object], number: int = 20000) -> float:

@@ -119,6 +119,7 @@ class ToyBackend(_numpy.NumpyBackend):
 
     name = "toy"
     module = None
+    native_types = ()  # NumPy input is converted to ToyTensor
 
     def owns(self, x: Any) -> bool:
         return isinstance(x, ToyTensor)

@@ -11,7 +11,7 @@ import numpy as np
 from xent import _dispatch, _validate
 from xent._dispatch import owner, pick
 from xent.backends import Backend
-from xent.backends._base import numpy_dtype_name
+from xent.backends._base import _dtype_names, numpy_dtype_name
 
 Array = Any
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,14 +30,33 @@ def _keyword_only(fn: F) -> F:
     return fn
 
 
-def _native_logits(
-    backend: Backend, logits: Array, logits_owner: Backend | None, axis: object
-) -> tuple[Array, tuple[int | None, ...], str, int]:
-    """``logits`` in ``backend``'s framework, its shape and dtype name, the checked axis."""
-    if logits_owner is None:
-        logits = backend.asarray(logits)
-    shape, dtype = backend.shape(logits), backend.dtype_name(logits)
-    return logits, shape, dtype, _validate.check_logits(shape, dtype, axis)
+def _prepare(
+    logits: Array, labels: Array, axis: object, backend: str | Backend | None
+) -> tuple[Backend, Array, bool, tuple[int | None, ...], str, int]:
+    """Pick the backend, bring ``logits`` to it and check them: ``(backend, logits,
+    labels_are_neutral, shape, dtype name, axis)``. One call: this is the hot path."""
+    cache = _dispatch._owner_cache
+    logits_owner = cache.get(type(logits), _MISSING)
+    if logits_owner is _MISSING:
+        logits_owner = owner(logits)
+    labels_owner = None if labels is None else cache.get(type(labels), _MISSING)
+    if labels_owner is _MISSING:
+        labels_owner = owner(labels)
+    if logits_owner is None and labels_owner is None and backend is None:  # all neutral
+        be = _dispatch._chosen.get() or _dispatch.chosen_backend(None)
+    else:
+        be = pick(logits_owner, labels_owner, backend)
+    if logits_owner is None and type(logits) not in be.native_types:
+        logits = be.asarray(logits)
+    shape, dtype = be.shape(logits), be.dtype_name(logits)
+    return be, logits, labels_owner is None, shape, dtype, _validate.check_logits(shape, dtype, axis)
+
+
+def _neutral_labels(labels: Array) -> tuple[np.ndarray, str]:
+    """Framework-neutral labels as a NumPy array, and its dtype name."""
+    if type(labels) is not np.ndarray:
+        labels = np.asarray(labels)
+    return labels, _dtype_names.get(labels.dtype) or numpy_dtype_name(labels.dtype)
 
 
 def softmax(logits: Array, axis: int = -1, *, backend: str | Backend | None = None) -> Array:
@@ -56,9 +75,7 @@ def softmax(logits: Array, axis: int = -1, *, backend: str | Backend | None = No
     array([[0.227863  , 0.61939586, 0.15274114],
            [0.49674623, 0.20196195, 0.30129182]])
     """
-    logits_owner = owner(logits)
-    be = pick(logits_owner, None, backend)
-    logits, _, _, axis = _native_logits(be, logits, logits_owner, axis)
+    be, logits, _, _, _, axis = _prepare(logits, None, axis, backend)
     return be.softmax(logits, axis)
 
 
@@ -71,9 +88,7 @@ def log_softmax(logits: Array, axis: int = -1, *, backend: str | Backend | None 
     >>> xent.log_softmax([0.5, 1.5, 0.1]).round(6)
     array([-1.479011, -0.479011, -1.879011])
     """
-    logits_owner = owner(logits)
-    be = pick(logits_owner, None, backend)
-    logits, _, _, axis = _native_logits(be, logits, logits_owner, axis)
+    be, logits, _, _, _, axis = _prepare(logits, None, axis, backend)
     return be.log_softmax(logits, axis)
 
 
@@ -114,15 +129,14 @@ def softmax_cross_entropy_with_logits(
     """
     if args or labels is _MISSING or logits is _MISSING:
         _missing(args, labels, logits, "softmax_cross_entropy_with_logits")
-    logits_owner, labels_owner = owner(logits), owner(labels)
-    be = pick(logits_owner, labels_owner, backend)
-    logits, shape, dtype, axis = _native_logits(be, logits, logits_owner, axis)
+    be, logits, neutral, shape, dtype, axis = _prepare(logits, labels, axis, backend)
     if reduction not in _validate.REDUCTIONS:
         _validate.check_reduction(reduction)
-    if labels_owner is None:
-        labels = np.asarray(labels)
-        _validate.check_dense_labels(labels.shape, numpy_dtype_name(labels.dtype), shape)
-        labels = be.asarray(labels, like=logits, dtype=dtype)
+    if neutral:
+        labels, labels_dtype = _neutral_labels(labels)
+        _validate.check_dense_labels(labels.shape, labels_dtype, shape)
+        if np.ndarray not in be.native_types:
+            labels = be.asarray(labels, like=logits, dtype=dtype)
     else:
         _validate.check_dense_labels(be.shape(labels), be.dtype_name(labels), shape)
         labels = be.cast(labels, dtype)
@@ -161,15 +175,14 @@ def sparse_softmax_cross_entropy_with_logits(
     """
     if args or labels is _MISSING or logits is _MISSING:
         _missing(args, labels, logits, "sparse_softmax_cross_entropy_with_logits")
-    logits_owner, labels_owner = owner(logits), owner(labels)
-    be = pick(logits_owner, labels_owner, backend)
-    logits, shape, _, axis = _native_logits(be, logits, logits_owner, axis)
+    be, logits, neutral, shape, _, axis = _prepare(logits, labels, axis, backend)
     if reduction not in _validate.REDUCTIONS:
         _validate.check_reduction(reduction)
-    if labels_owner is None:
-        labels = np.asarray(labels)
-        _validate.check_sparse_labels(labels.shape, numpy_dtype_name(labels.dtype), shape, axis)
-        labels = be.asarray(labels, like=logits)
+    if neutral:
+        labels, labels_dtype = _neutral_labels(labels)
+        _validate.check_sparse_labels(labels.shape, labels_dtype, shape, axis)
+        if np.ndarray not in be.native_types:
+            labels = be.asarray(labels, like=logits)
     else:
         _validate.check_sparse_labels(be.shape(labels), be.dtype_name(labels), shape, axis)
     num_classes = shape[axis]

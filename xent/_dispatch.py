@@ -24,6 +24,7 @@ from xent.backends import Backend
 _owner_cache: dict[type, Backend | None] = {
     np.ndarray: None, list: None, tuple: None, float: None, int: None, bool: None,
 }
+_UNKNOWN = object()
 _chosen: contextvars.ContextVar[Backend | None] = contextvars.ContextVar(
     "xent_backend", default=None
 )
@@ -44,14 +45,10 @@ def _is_neutral_type(t: type) -> bool:
 
 def owner(x: Any) -> Backend | None:
     """The framework backend that owns ``x``, or None for framework-neutral input."""
-    t = type(x)
-    try:
-        return _owner_cache[t]
-    except KeyError:
-        pass
-    found = _find_owner(x)
-    _owner_cache[t] = found
-    return found
+    found = _owner_cache.get(type(x), _UNKNOWN)
+    if found is _UNKNOWN:
+        found = _owner_cache[type(x)] = _find_owner(x)
+    return found  # type: ignore[return-value]
 
 
 def _find_owner(x: Any) -> Backend | None:

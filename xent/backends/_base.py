@@ -46,6 +46,8 @@ class Backend:
     tracing_modes: tuple[str, ...] = ()
     #: Whether :meth:`value_and_grad` is implemented (frameworks with autodiff).
     has_autodiff: bool = False
+    #: Types this backend computes on as they are, with no ``asarray`` (NumPy: ndarray).
+    native_types: tuple[type, ...] = ()
     #: Whether losses and log-probabilities are accurate to a few eps *relative* even where
     #: they are far below eps (confident predictions); else a few eps of their scale.
     relative_accuracy: bool = False

@@ -14,8 +14,9 @@ import numpy as np
 
 from xent.backends import _numpy_kernels as kernels
 from xent.backends import _numpy_small as small
-from xent.backends._base import Backend, numpy_dtype_name
-from xent.backends._numpy_tiles import TILE_ELEMENTS, Layout, quiet, scratch
+from xent.backends._base import Backend, _dtype_names, numpy_dtype_name
+from xent.backends import _numpy_tiles as tiles
+from xent.backends._numpy_tiles import Layout, quiet, scratch
 
 _COMPUTE = {np.dtype(np.float32): np.dtype(np.float32), np.dtype(np.float64): np.dtype(np.float64)}
 
@@ -35,7 +36,7 @@ def _direct_rows(logits: np.ndarray, axis: int) -> np.ndarray | None:
     """``logits`` as ``[rows, C]`` when one kernel call can take it as is (no tiling)."""
     if (
         axis == logits.ndim - 1
-        and logits.size <= TILE_ELEMENTS
+        and logits.size < min(tiles.TILE_ELEMENTS, tiles.PARALLEL_MIN_ELEMENTS)
         and logits.dtype in _COMPUTE
         and logits.flags.c_contiguous
     ):
@@ -49,6 +50,7 @@ class NumpyBackend(Backend):
     modes = ("eager",)
     has_autodiff = False
     relative_accuracy = True
+    native_types = (np.ndarray,)
 
     def __init__(self) -> None:
         try:
@@ -66,7 +68,7 @@ class NumpyBackend(Backend):
         return x.shape  # type: ignore[no-any-return]
 
     def dtype_name(self, x: np.ndarray) -> str:
-        return numpy_dtype_name(x.dtype)
+        return _dtype_names.get(x.dtype) or numpy_dtype_name(x.dtype)
 
     def asarray(self, value: Any, *, like: Any = None, dtype: str | None = None) -> np.ndarray:
         """Labels (``like`` given) keep their dtype: the kernels cast them block by block,
@@ -83,7 +85,10 @@ class NumpyBackend(Backend):
 
     def first_out_of_range(self, labels: np.ndarray, num_classes: int) -> int | None:
         if labels.size <= small.MAX_ELEMENTS:
-            return next((v for v in labels.ravel().tolist() if not 0 <= v < num_classes), None)
+            values = labels.ravel().tolist()
+            if not values or (min(values) >= 0 and max(values) < num_classes):
+                return None
+            return next(v for v in values if not 0 <= v < num_classes)
         if labels.dtype.kind == "i":  # negative labels wrap to huge unsigned values
             unsigned = labels.view(np.dtype(f"u{labels.dtype.itemsize}"))
         else:
@@ -138,15 +143,14 @@ class NumpyBackend(Backend):
         if rows is not None:
             y = labels.reshape(rows.shape).astype(rows.dtype, copy=False)
             with quiet():
-                loss = kernels.dense_loss(y, rows, np.empty_like(rows), np.empty_like(rows))
+                loss = kernels.dense_loss(y, rows, np.empty_like(rows))
             return loss.reshape(logits.shape[:-1])
         layout = Layout(logits.shape, axis)
         y3 = layout.view(labels)
 
         def dense_rows(tile: tuple[int, int, int, int], x: np.ndarray) -> np.ndarray:
             y = layout.rows(y3, tile, x.dtype, "y")
-            return kernels.dense_loss(y, x, scratch("d", x.shape, x.dtype),
-                                      scratch("e", x.shape, x.dtype))
+            return kernels.dense_loss(y, x, scratch("e", x.shape, x.dtype))
 
         return self._reduce_rows(logits, layout, dense_rows)
 

@@ -60,27 +60,30 @@ def sparse_loss(labels: Array, x: Array, scratch: Array) -> Array:
     return loss
 
 
-def dense_loss(y: Array, x: Array, scratch: Array, scratch2: Array) -> Array:
-    """``sum_c y_c ((m - x_c) + log1p(s'))`` per row, 0 for ``y_c == 0`` classes.
+def dense_loss(y: Array, x: Array, scratch: Array) -> Array:
+    """``sum_c y_c (m - x_c) + log1p(s') * sum_c y_c`` per row, 0 for ``y_c == 0`` classes.
 
     ``y`` is in the dtype of ``x``. One ``vecdot`` does the weighted sum: no product array."""
     flat, m = _lead(x)
-    d = np.subtract(m[:, None], x, out=scratch)  # m - x >= 0
-    rest = _log1p_rest(x, flat, m, scratch2)
-    np.add(d, rest[:, None], out=d)  # logsumexp - x, as a sum of non-negative terms
-    loss = np.vecdot(y, d)
+    d = np.subtract(x, m[:, None], out=scratch)  # x - m <= 0
+    below = np.vecdot(y, d)  # sum_c y_c (x_c - m) <= 0, before d becomes exp(d)
+    np.exp(d, out=d)
+    d.ravel()[flat] = 0.0  # drop the leading exp(0) = 1: log1p adds it back exactly
+    rest = np.log1p(np.add.reduce(d, axis=1))
+    loss = rest * np.add.reduce(y, axis=1) - below  # two non-negative terms
     total = np.add.reduce(loss)
     if total != total:  # NaN somewhere: maybe label 0 times an infinite gap
-        _fix_masked_rows(loss, y, d, m)
+        _fix_masked_rows(loss, y, x, m, rest)
     return loss
 
 
-def _fix_masked_rows(loss: Array, y: Array, gap: Array, m: Array) -> None:
-    """Recompute rows where ``0 * inf`` (label 0 at a masked, -inf, class) made NaN.
+def _fix_masked_rows(loss: Array, y: Array, x: Array, m: Array, rest: Array) -> None:
+    """Recompute rows where ``0 * -inf`` (label 0 at a masked, -inf, class) made NaN.
 
-    ``gap`` is ``logsumexp - x``. Only rows with a finite maximum can be fixed: NaN or +inf
-    logits, or a row masked everywhere, stay NaN, as do NaN labels."""
+    Only rows with a finite maximum can be fixed: NaN or +inf logits, or a row masked
+    everywhere, stay NaN, as do NaN labels."""
     rows = np.flatnonzero(np.isnan(loss) & np.isfinite(m))
     if rows.size:
         yr = y[rows]
-        loss[rows] = np.add.reduce(np.where(yr == 0, 0, yr * gap[rows]), axis=1)
+        gap = (m[rows, None] - x[rows]) + rest[rows, None]  # logsumexp - x, >= 0
+        loss[rows] = np.add.reduce(np.where(yr == 0, 0, yr * gap), axis=1)

@@ -19,10 +19,8 @@ MAX_ELEMENTS = 64
 def _lead(row: list[float]) -> tuple[float, int, float] | None:
     """``(m, k, log1p(sum_{c != k} exp(x_c - m)))``, or None for an undefined row."""
     total = sum(row)  # NaN if the row holds NaN, or both +inf and -inf
-    if total != total:
-        return None
     m = max(row)
-    if m == inf or m == -inf:
+    if total != total or m == inf or m == -inf:
         return None
     k = row.index(m)
     rest = 0.0
@@ -32,9 +30,18 @@ def _lead(row: list[float]) -> tuple[float, int, float] | None:
     return m, k, log1p(rest)
 
 
+def _rows(a: np.ndarray, classes: int) -> list[list[float]]:
+    return a.tolist() if a.ndim == 2 else a.reshape(-1, classes).tolist()
+
+
+def _array(values: list, like: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    out = np.array(values, like.dtype)
+    return out if out.shape == shape else out.reshape(shape)
+
+
 def softmax(x: np.ndarray) -> np.ndarray:
     out = []
-    for row in x.reshape(-1, x.shape[-1]).tolist():
+    for row in _rows(x, x.shape[-1]):
         lead = _lead(row)
         if lead is None:
             out.append([nan] * len(row))
@@ -42,25 +49,25 @@ def softmax(x: np.ndarray) -> np.ndarray:
         m, _, rest = lead
         scale = exp(-rest)
         out.append([exp(v - m) * scale for v in row])
-    return np.array(out, x.dtype).reshape(x.shape)
+    return _array(out, x, x.shape)
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
     out = []
-    for row in x.reshape(-1, x.shape[-1]).tolist():
+    for row in _rows(x, x.shape[-1]):
         lead = _lead(row)
         if lead is None:
             out.append([nan] * len(row))
             continue
         m, _, rest = lead
         out.append([(v - m) - rest for v in row])
-    return np.array(out, x.dtype).reshape(x.shape)
+    return _array(out, x, x.shape)
 
 
 def dense_loss(y: np.ndarray, x: np.ndarray) -> np.ndarray:
     classes = x.shape[-1]
     out = []
-    for yr, row in zip(y.reshape(-1, classes).tolist(), x.reshape(-1, classes).tolist()):
+    for yr, row in zip(_rows(y, classes), _rows(x, classes)):
         lead = _lead(row)
         if lead is None:
             out.append(nan)
@@ -71,12 +78,12 @@ def dense_loss(y: np.ndarray, x: np.ndarray) -> np.ndarray:
             if yc != 0:  # a label-0 class adds exactly 0, also at a masked (-inf) logit
                 loss += yc * ((m - v) + rest)
         out.append(loss)
-    return np.array(out, x.dtype).reshape(x.shape[:-1])
+    return _array(out, x, x.shape[:-1])
 
 
 def sparse_loss(labels: np.ndarray, x: np.ndarray) -> np.ndarray:
     out = []
-    for label, row in zip(labels.reshape(-1).tolist(), x.reshape(-1, x.shape[-1]).tolist()):
+    for label, row in zip(labels.ravel().tolist(), _rows(x, x.shape[-1])):
         lead = _lead(row)
         out.append(nan if lead is None else (lead[0] - row[label]) + lead[2])
-    return np.array(out, x.dtype).reshape(x.shape[:-1])
+    return _array(out, x, x.shape[:-1])

@@ -19,10 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-TILE_ELEMENTS = 1 << 15  # 128 KiB of float32 per scratch array: several fit in L2
-PARALLEL_MIN_ELEMENTS = 1 << 18  # below this, threads cost more than they save
+#: Elements per tile: 2 MiB of float32 per scratch array. Smaller tiles fit L2 better but
+#: cost more GIL hand-offs between the threads (each NumPy call releases and retakes it);
+#: measured best here between 2**18 and 2**20 (benchmarks/numpy_backend.py).
+TILE_ELEMENTS = 1 << 19
+PARALLEL_MIN_ELEMENTS = 1 << 17  # below this, threads cost more than they save
 
-_local = threading.local()
+_buffers: dict[int, dict[str, np.ndarray]] = {}  # thread id -> name -> reusable buffer
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -40,11 +43,18 @@ def num_threads() -> int:
 def scratch(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """A per-thread buffer reused across calls, grown when too small."""
     size = math.prod(shape)
-    buffers = _local.__dict__.setdefault("buffers", {})
+    buffers = _buffers.get(threading.get_ident())
+    if buffers is None:
+        buffers = _buffers[threading.get_ident()] = {}
     buf = buffers.get(name)
     if buf is None or buf.dtype != dtype or buf.size < size:
         buf = buffers[name] = np.empty(max(size, 1), dtype)
     return buf[:size].reshape(shape)
+
+
+def release_scratch() -> None:
+    """Drop every thread's scratch buffers (they are allocated again when needed)."""
+    _buffers.clear()
 
 
 class Layout:
