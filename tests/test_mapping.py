@@ -80,7 +80,7 @@ def _rtol(row: mapping.Row) -> float:
     return 1e-6 if row.tf1.startswith("tf.losses.") else 1e-9
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tf1(row_index: int) -> tuple[np.ndarray, ...]:
     row = ROWS[row_index]
     return tuple(tf1_graph(row.examples["tf1"], INPUTS[row.inputs]))

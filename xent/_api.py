@@ -49,7 +49,8 @@ def _prepare(
     if logits_owner is None and type(logits) not in be.native_types:
         logits = be.asarray(logits)
     shape, dtype = be.shape(logits), be.dtype_name(logits)
-    return be, logits, labels_owner is None, shape, dtype, _validate.check_logits(shape, dtype, axis)
+    axis = _validate.check_logits(shape, dtype, axis)
+    return be, logits, labels_owner is None, shape, dtype, axis
 
 
 def _neutral_labels(labels: Array) -> tuple[np.ndarray, str]:

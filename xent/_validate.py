@@ -31,13 +31,13 @@ def normalize_axis(axis: object, rank: int) -> int:
     if type(axis) is not int:
         if isinstance(axis, bool) or not hasattr(axis, "__index__"):
             raise TypeError(f"axis: expected an int, got {type(axis).__name__} {axis!r}")
-        axis = axis.__index__()  # type: ignore[attr-defined]
+        axis = axis.__index__()
     if not -rank <= axis < rank:  # type: ignore[operator]
         raise ValueError(
             f"axis: {axis} is out of range for logits of rank {rank} "
             f"(valid: {-rank} to {rank - 1})"
         )
-    return axis % rank  # type: ignore[operator,no-any-return]
+    return axis % rank  # type: ignore[operator]
 
 
 def check_logits(shape: Shape, dtype: str, axis: object) -> int:

@@ -14,11 +14,13 @@ import numpy as np
 
 from xent.backends import _numpy_kernels as kernels
 from xent.backends import _numpy_small as small
-from xent.backends._base import Backend, _dtype_names, numpy_dtype_name
 from xent.backends import _numpy_tiles as tiles
+from xent.backends._base import Backend, _dtype_names, numpy_dtype_name
 from xent.backends._numpy_tiles import Layout, quiet, scratch
 
-_COMPUTE = {np.dtype(np.float32): np.dtype(np.float32), np.dtype(np.float64): np.dtype(np.float64)}
+_COMPUTE: dict[np.dtype, np.dtype] = {
+    np.dtype(np.float32): np.dtype(np.float32), np.dtype(np.float64): np.dtype(np.float64)
+}
 
 
 def _compute_dtype(dtype: np.dtype) -> np.dtype:
@@ -65,7 +67,7 @@ class NumpyBackend(Backend):
         return isinstance(x, (np.ndarray, np.generic))
 
     def shape(self, x: np.ndarray) -> tuple[int, ...]:
-        return x.shape  # type: ignore[no-any-return]
+        return x.shape
 
     def dtype_name(self, x: np.ndarray) -> str:
         return _dtype_names.get(x.dtype) or numpy_dtype_name(x.dtype)
@@ -100,12 +102,12 @@ class NumpyBackend(Backend):
 
     def reduce(self, loss: np.ndarray, reduction: str) -> np.ndarray:
         if loss.size == 0 and reduction == "mean":
-            return np.asarray(np.nan, loss.dtype)[()]  # type: ignore[no-any-return]
+            return np.asarray(np.nan, loss.dtype)[()]
         compute = _compute_dtype(loss.dtype)
         total = np.add.reduce(loss, axis=None, dtype=compute)
         if reduction == "mean":
             total = total / compute.type(loss.size)
-        return total.astype(loss.dtype)[()]  # type: ignore[no-any-return]
+        return total.astype(loss.dtype)[()]
 
     # -- math -----------------------------------------------------------------------------
     def softmax(self, logits: np.ndarray, axis: int) -> np.ndarray:

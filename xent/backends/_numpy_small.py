@@ -9,6 +9,7 @@ The tests check that both paths agree.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from math import exp, inf, log1p, nan
 
 import numpy as np
@@ -39,29 +40,22 @@ def _array(values: list, like: np.ndarray, shape: tuple[int, ...]) -> np.ndarray
     return out if out.shape == shape else out.reshape(shape)
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
+def _map_rows(x: np.ndarray, values: Callable[[list[float], float, float], list[float]]
+              ) -> np.ndarray:
+    """``values(row, m, log1p(s'))`` for every row of ``x``; NaN rows where undefined."""
     out = []
     for row in _rows(x, x.shape[-1]):
         lead = _lead(row)
-        if lead is None:
-            out.append([nan] * len(row))
-            continue
-        m, _, rest = lead
-        scale = exp(-rest)
-        out.append([exp(v - m) * scale for v in row])
+        out.append([nan] * len(row) if lead is None else values(row, lead[0], lead[2]))
     return _array(out, x, x.shape)
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    return _map_rows(x, lambda row, m, rest: [exp((v - m) - rest) for v in row])
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
-    out = []
-    for row in _rows(x, x.shape[-1]):
-        lead = _lead(row)
-        if lead is None:
-            out.append([nan] * len(row))
-            continue
-        m, _, rest = lead
-        out.append([(v - m) - rest for v in row])
-    return _array(out, x, x.shape)
+    return _map_rows(x, lambda row, m, rest: [(v - m) - rest for v in row])
 
 
 def dense_loss(y: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -83,7 +83,7 @@ class Layout:
         """``a`` (shape without the class axis) as ``[outer]`` or ``[outer, inner]``."""
         return a.reshape(self.outer) if self.inner == 1 else a.reshape(self.outer, self.inner)
 
-    def tiles(self, start: int, stop: int):  # type: ignore[no-untyped-def]
+    def tiles(self, start: int, stop: int):
         for o0 in range(start, stop, self.tile_outer):
             o1 = min(o0 + self.tile_outer, stop)
             for i0 in range(0, self.inner, self.tile_inner):
@@ -151,7 +151,7 @@ class Layout:
 
 
 try:  # NumPy 2: np.errstate costs ~2.5 us; setting its context variable directly ~0.2 us
-    from numpy._core._ufunc_config import _extobj_contextvar
+    from numpy._core._ufunc_config import _extobj_contextvar  # type: ignore[attr-defined]
     from numpy._core.umath import _make_extobj
 
     _IGNORE = _make_extobj(all="ignore")
@@ -169,7 +169,7 @@ try:  # NumPy 2: np.errstate costs ~2.5 us; setting its context variable directl
 
 except ImportError:  # other NumPy versions: the public, slower way
 
-    def quiet() -> contextlib.AbstractContextManager[None]:  # type: ignore[misc]
+    def quiet() -> contextlib.AbstractContextManager[None]:  # type: ignore[no-redef]
         return np.errstate(all="ignore")
 
 

@@ -71,7 +71,7 @@ class TensorFlowBackend(Backend):
         return tuple(shape.as_list())
 
     def dtype_name(self, x: Any) -> str:
-        return x.dtype.base_dtype.name  # type: ignore[no-any-return]  # TF names match NumPy's
+        return x.dtype.base_dtype.name  # TF names match NumPy's
 
     def asarray(self, value: Any, *, like: Any = None, dtype: str | None = None) -> Any:
         array = np.asarray(value)
@@ -87,7 +87,7 @@ class TensorFlowBackend(Backend):
         return x if x.dtype == target else tf.cast(x, target)
 
     def to_numpy(self, x: Any) -> np.ndarray:
-        return x.numpy() if hasattr(x, "numpy") else np.asarray(x)  # type: ignore[no-any-return]
+        return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
 
     def stop_gradient(self, x: Any) -> Any:
         return tf.stop_gradient(x)

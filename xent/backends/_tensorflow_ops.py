@@ -81,11 +81,11 @@ def dense(labels: tf.Tensor, logits: tf.Tensor, axis: int) -> tf.Tensor:
     return _dense_loss(labels, d, tf.reduce_sum(labels, axis), log_z, axis)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _dense_xent(axis: int, label_gradient: bool) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
     """The dense loss along ``axis`` with the contract's gradients (cached per variant)."""
 
-    @tf.custom_gradient  # type: ignore[misc]
+    @tf.custom_gradient
     def dense_xent(labels: tf.Tensor, logits: tf.Tensor) -> Any:
         d, e, total, log_z = shifted(logits, axis)
         weight = tf.reduce_sum(labels, axis)
@@ -101,7 +101,7 @@ def _dense_xent(axis: int, label_gradient: bool) -> Callable[[tf.Tensor, tf.Tens
 
         return _dense_loss(labels, d, weight, log_z, axis), grad
 
-    return dense_xent  # type: ignore[no-any-return]
+    return dense_xent
 
 
 def sparse(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
@@ -112,7 +112,7 @@ def sparse(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     return log_z - tf.gather(d, labels, batch_dims=1)
 
 
-@tf.custom_gradient  # type: ignore[misc]
+@tf.custom_gradient
 def _sparse_xent(labels: tf.Tensor, logits: tf.Tensor) -> Any:
     """``log_z - d[label]``, with d/dlogits = softmax - one_hot(labels)."""
     d, e, total, log_z = shifted(logits, 1)

@@ -261,7 +261,7 @@ def case_names() -> list[str]:
     return [case.name for case in CATALOG]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def inputs(name: str, dtype: str) -> Inputs:
     """Case ``name`` rounded to ``dtype`` (deterministic; cached)."""
     case = BY_NAME[name]

@@ -54,7 +54,7 @@ class Exact:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return self.hi.shape  # type: ignore[no-any-return]
+        return self.hi.shape
 
 
 def _split(value: object) -> tuple[float, float]:
@@ -62,7 +62,7 @@ def _split(value: object) -> tuple[float, float]:
     hi = float(value)  # type: ignore[arg-type]
     if not np.isfinite(hi):
         return hi, 0.0
-    return hi, float(value - _CTX.mpf(hi))  # type: ignore[operator]
+    return hi, float(value - _CTX.mpf(hi))
 
 
 class _Rows:

@@ -103,7 +103,7 @@ class Evaluation:
     outputs: dict[str, np.ndarray]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reference(name: str, dtype: str) -> dict[str, Exact]:
     """The exact reference of case ``name`` in ``dtype`` (cached, shared by equal inputs)."""
     inp = cases.inputs(name, dtype)
@@ -115,7 +115,7 @@ def reference(name: str, dtype: str) -> dict[str, Exact]:
                      None if sparse is None else sparse.tobytes(), inp.class_axis)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _exact_of(x: bytes, shape: tuple[int, ...], y: bytes, s: bytes | None,
               axis: int) -> dict[str, Exact]:
     logits = np.frombuffer(x).reshape(shape)
@@ -126,7 +126,7 @@ def _exact_of(x: bytes, shape: tuple[int, ...], y: bytes, s: bytes | None,
     return exact(logits, labels, sparse, axis)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def functions(axis: int, backend: Backend) -> dict[str, Callable[..., Any]]:
     """The calls under test for ``axis`` (stable objects, so jit caches can hit); each first
     checks that its logits dispatch to ``backend``."""
@@ -260,6 +260,7 @@ def _compute(backend: Backend, mode: str, inp: cases.Inputs,
         if not names or (how == "grad" and not backend.has_autodiff):
             continue
         args = [a.copy() for a in originals]  # writable, and checked for modification below
+        result: Any
         try:
             if how == "run":
                 result = backend.run(mode, fn, *args)
@@ -297,13 +298,15 @@ def _describe(error: BaseException) -> str:
 
 def _out_of_range(backend: Backend, mode: str, dtype: str, inp: cases.Inputs,
                   refs: dict[str, Exact]) -> Record:
-    base = dict(backend=backend.name, mode=mode, case="sparse_out_of_range", dtype=dtype,
-                quantity="out_of_range", metric="raises")
+    base: dict[str, Any] = dict(backend=backend.name, mode=mode, case="sparse_out_of_range",
+                                dtype=dtype, quantity="out_of_range", metric="raises")
     tracing = mode in backend.tracing_modes
     num_classes = inp.logits.shape[inp.class_axis]
+    sparse = inp.sparse
+    assert sparse is not None  # the out-of-range case has sparse labels
     try:
         got = backend.run(mode, functions(inp.axis, backend)["sparse_loss"],
-                          inp.sparse.copy(), inp.logits.copy())
+                          sparse.copy(), inp.logits.copy())
     except ValueError as error:
         if tracing:
             return Record(**base, passed=False, detail=f"{mode} is a tracing mode: expected "
@@ -311,7 +314,7 @@ def _out_of_range(backend: Backend, mode: str, dtype: str, inp: cases.Inputs,
         message = str(error)
         named = re.search(rf"(?<![\d.]){num_classes}(?![\d.])", message) and any(
             re.search(rf"(?<![\d.]){v}(?![\d.])", message)
-            for v in (int(s) for s in inp.sparse if not 0 <= s < num_classes))
+            for v in (int(s) for s in sparse if not 0 <= s < num_classes))
         return Record(**base, passed=bool(named), detail="" if named else
                       f"the ValueError does not name the bad label and C={num_classes}: "
                       f"{message.splitlines()[0] if message else ''!r}")
@@ -320,7 +323,7 @@ def _out_of_range(backend: Backend, mode: str, dtype: str, inp: cases.Inputs,
     if not tracing:
         return Record(**base, passed=False,
                       detail="eager mode: expected ValueError for labels 7 and -1, got a result")
-    bad = (inp.sparse < 0) | (inp.sparse >= num_classes)
+    bad = (sparse < 0) | (sparse >= num_classes)
     m = metric.measure(got, _masked(refs["sparse_loss"], bad), dtype)
     tol = metric.TOLERANCE["sparse_loss"]
     return Record(**{**base, "metric": metric.ABSOLUTE}, passed=bool(m.error <= tol),

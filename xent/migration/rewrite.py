@@ -9,6 +9,7 @@ findings are lines of the original source.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
 import libcst as cst
 from libcst.metadata import ParentNodeProvider, PositionProvider, QualifiedNameProvider
@@ -159,7 +160,9 @@ class Rewriter(cst.CSTTransformer):
                 carry += list(new.leading_lines) + _comment(new.trailing_whitespace)
                 continue
             if self.plan.eager and old in self.plan.unwrap and isinstance(new, cst.With):
-                item = source_text(old.items[0].with_changes(comma=cst.MaybeSentinel.DEFAULT))
+                with_block = cast(cst.With, old)
+                first = with_block.items[0].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+                item = source_text(first)
                 self.ctx.add(self.line(old), "session",
                              f"`with {item}:` block unwrapped: TF2 runs eagerly")
                 inner, lines = _unwrapped(new)
@@ -192,7 +195,7 @@ def _unwrapped(node: cst.With) -> tuple[list[cst.BaseStatement], list[cst.EmptyL
             ], lines
 
 
-def _merge(carry: list[cst.EmptyLine], statement: cst.BaseStatement) -> list[cst.EmptyLine]:
+def _merge(carry: list[cst.EmptyLine], statement: Any) -> list[cst.EmptyLine]:
     """Carried lines before a statement's own, blank runs no longer than either had."""
     lines = [*carry, *statement.leading_lines]
     longest = max(_blank_run(carry), _blank_run(list(statement.leading_lines)))

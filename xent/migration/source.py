@@ -53,7 +53,9 @@ def parse(code: bytes | str) -> cst.Module:
         raise SourceError(line, f"cannot decode as {error.encoding}: {error.reason}") from None
     except (SyntaxError, LookupError, ValueError) as error:  # bad coding cookie, NUL bytes
         line = getattr(error, "lineno", None) or 1
-        raise SourceError(line, str(error).splitlines()[0] if str(error) else "cannot parse")
+        raise SourceError(
+            line, str(error).splitlines()[0] if str(error) else "cannot parse"
+        ) from error
 
 
 def migrate_source(code: bytes | str, target: str = "tf2") -> Migrated:
