@@ -74,6 +74,8 @@ def test_unknown_backend_name() -> None:
 def test_unsupported_logits_type() -> None:
     with pytest.raises(TypeError, match="logits: unsupported type builtins.str"):
         xent.softmax("abc")
+    with pytest.raises(TypeError, match="labels: unsupported type builtins.dict"):
+        xent.softmax_cross_entropy_with_logits(labels={}, logits=LOGITS)
 
 
 def test_inputs_are_never_modified(backend) -> None:  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ import numpy as np
 from xent import _dispatch, _validate
 from xent._dispatch import owner, pick
 from xent.backends import Backend
-from xent.backends._base import _dtype_names, numpy_dtype_name
+from xent.backends._base import numpy_dtype_name
 
 Array = Any
 F = TypeVar("F", bound=Callable[..., Any])
@@ -35,17 +35,9 @@ def _prepare(
 ) -> tuple[Backend, Array, bool, tuple[int | None, ...], str, int]:
     """Pick the backend, bring ``logits`` to it and check them: ``(backend, logits,
     labels_are_neutral, shape, dtype name, axis)``. One call: this is the hot path."""
-    cache = _dispatch._owner_cache
-    logits_owner = cache.get(type(logits), _MISSING)
-    if logits_owner is _MISSING:
-        logits_owner = owner(logits)
-    labels_owner = None if labels is None else cache.get(type(labels), _MISSING)
-    if labels_owner is _MISSING:
-        labels_owner = owner(labels)
-    if logits_owner is None and labels_owner is None and backend is None:  # all neutral
-        be = _dispatch._chosen.get() or _dispatch.chosen_backend(None)
-    else:
-        be = pick(logits_owner, labels_owner, backend)
+    logits_owner = owner(logits, "logits")
+    labels_owner = None if labels is None else owner(labels, "labels")
+    be = pick(logits_owner, labels_owner, backend)
     if logits_owner is None and type(logits) not in be.native_types:
         logits = be.asarray(logits)
     shape, dtype = be.shape(logits), be.dtype_name(logits)
@@ -57,7 +49,7 @@ def _neutral_labels(labels: Array) -> tuple[np.ndarray, str]:
     """Framework-neutral labels as a NumPy array, and its dtype name."""
     if type(labels) is not np.ndarray:
         labels = np.asarray(labels)
-    return labels, _dtype_names.get(labels.dtype) or numpy_dtype_name(labels.dtype)
+    return labels, numpy_dtype_name(labels.dtype)
 
 
 def softmax(logits: Array, axis: int = -1, *, backend: str | Backend | None = None) -> Array:

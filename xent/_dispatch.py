@@ -43,31 +43,37 @@ def _is_neutral_type(t: type) -> bool:
     return issubclass(t, (np.ndarray, np.generic, list, tuple, int, float))
 
 
-def owner(x: Any) -> Backend | None:
-    """The framework backend that owns ``x``, or None for framework-neutral input."""
+def owner(x: Any, argument: str = "logits") -> Backend | None:
+    """The framework backend that owns ``x``, or None for framework-neutral input.
+    ``argument`` names ``x`` in the TypeError for a type no backend owns."""
     found = _owner_cache.get(type(x), _UNKNOWN)
     if found is _UNKNOWN:
-        found = _owner_cache[type(x)] = _find_owner(x)
+        found = _owner_cache[type(x)] = _find_owner(x, argument)
     return found  # type: ignore[return-value]
 
 
-def _find_owner(x: Any) -> Backend | None:
+def _registered_owner(x: Any) -> Backend | None:
     for backend in backends.registered():
         if (backend.module is None or backend.module in sys.modules) and backend.owns(x):
             return backend
-    if _is_neutral_type(type(x)):  # never ask (or load) a framework backend about these
-        return None
+    return None
+
+
+def _find_owner(x: Any, argument: str) -> Backend | None:
+    found = _registered_owner(x)
+    if found is not None or _is_neutral_type(type(x)):  # never ask a framework about these
+        return found
     for framework, name in backends.builtin_candidates():
         if framework in sys.modules:
             backend = backends.get(name)
             if backend.owns(x):
                 return backend
     backends.load_entry_points()  # a third-party tensor: its backend may be an entry point
-    for backend in backends.registered():
-        if (backend.module is None or backend.module in sys.modules) and backend.owns(x):
-            return backend
+    found = _registered_owner(x)
+    if found is not None:
+        return found
     raise TypeError(
-        f"logits: unsupported type {type(x).__module__}.{type(x).__qualname__}; expected a "
+        f"{argument}: unsupported type {type(x).__module__}.{type(x).__qualname__}; expected a "
         f"NumPy array, a Python sequence, or a tensor of {', '.join(backends.available())}"
     )
 

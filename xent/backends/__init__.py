@@ -35,8 +35,8 @@ _on_register: list[Any] = []  # callbacks (the dispatch cache) run when the set 
 
 
 def register(backend: Backend) -> Backend:
-    """Make ``backend`` available by name and to dispatch; returns it (usable as decorator
-    on an instance factory's result). Registering a name again replaces the backend."""
+    """Make ``backend`` available by name and to dispatch, and return it. Registering a
+    name again replaces the backend."""
     name = getattr(backend, "name", None)
     if not isinstance(name, str) or not name:
         raise TypeError(f"backend: expected an object with a non-empty str `name`, got {backend!r}")
@@ -75,7 +75,7 @@ def get(name: str) -> Backend:
         backend = getattr(importlib.import_module(module), cls)()
         _loaded[name] = backend
         return backend
-    _load_entry_points()
+    load_entry_points()
     if name in _loaded:
         return _loaded[name]
     raise ValueError(f"backend: unknown backend {name!r}; available: {', '.join(available())}")
@@ -107,7 +107,7 @@ def _installed(module: str) -> bool:
         return False
 
 
-def _load_entry_points() -> None:
+def load_entry_points() -> None:
     global _entry_points_loaded
     if _entry_points_loaded:
         return
@@ -118,5 +118,3 @@ def _load_entry_points() -> None:
         obj = ep.load()
         register(obj() if isinstance(obj, type) or not hasattr(obj, "owns") else obj)
 
-
-load_entry_points = _load_entry_points

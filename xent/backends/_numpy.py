@@ -15,7 +15,7 @@ import numpy as np
 from xent.backends import _numpy_kernels as kernels
 from xent.backends import _numpy_small as small
 from xent.backends import _numpy_tiles as tiles
-from xent.backends._base import Backend, _dtype_names, numpy_dtype_name
+from xent.backends._base import Backend, numpy_dtype_name
 from xent.backends._numpy_tiles import Layout, quiet, scratch
 
 _COMPUTE: dict[np.dtype, np.dtype] = {
@@ -70,7 +70,7 @@ class NumpyBackend(Backend):
         return x.shape
 
     def dtype_name(self, x: np.ndarray) -> str:
-        return _dtype_names.get(x.dtype) or numpy_dtype_name(x.dtype)
+        return numpy_dtype_name(x.dtype)
 
     def asarray(self, value: Any, *, like: Any = None, dtype: str | None = None) -> np.ndarray:
         """Labels (``like`` given) keep their dtype: the kernels cast them block by block,
