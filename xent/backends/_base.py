@@ -42,6 +42,11 @@ class Backend:
     module: str | None = None
     #: Execution modes the conformance suite runs this backend in.
     modes: tuple[str, ...] = ("eager",)
+    #: Extra modes the conformance suite runs the catalog in: the framework's transforms that
+    #: produce values (torch ``vmap``/``compile``, TF ``xla``, JAX ``vmap``/``export``...).
+    #: ``run``, ``value_and_grad`` and ``jvp`` accept them like ``modes``; the rest of the test
+    #: suite parametrises over ``modes`` only.
+    transform_modes: tuple[str, ...] = ()
     #: Modes in which sparse labels out of range give NaN instead of ValueError.
     tracing_modes: tuple[str, ...] = ()
     #: Whether :meth:`value_and_grad` is implemented (frameworks with autodiff).
@@ -130,6 +135,19 @@ class Backend:
         """``fn(labels, logits)`` and the gradients of its sum with respect to labels and
         logits, as NumPy. The labels gradient may be ``None`` where none flows (integer
         labels, or a ``stop_gradient``); frameworks that cannot tell return zeros."""
+        raise NotImplementedError(f"{self.name} has no autodiff")
+
+    def jvp(
+        self,
+        mode: str,
+        fn: Callable[..., Array],
+        args: tuple[np.ndarray, ...],
+        tangents: tuple[np.ndarray | None, ...],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Forward mode: ``fn(*args)`` and its directional derivative along ``tangents``
+        (one per argument; ``None`` holds that argument constant, as for integer labels),
+        both as NumPy. Computed with the framework's forward-mode autodiff where it has one
+        (``torch.func.jvp``, ``tf.autodiff.ForwardAccumulator``, ``jax.jvp``)."""
         raise NotImplementedError(f"{self.name} has no autodiff")
 
     def __repr__(self) -> str:
