@@ -8,6 +8,8 @@ Fixtures:
   ``backend``: each requested backend object (eager use).
   ``target``: each (backend, execution mode) pair, e.g. ``tensorflow-graph``, ``jax-jit``,
   with ``run(fn, *numpy_arrays)`` and ``value_and_grad(fn, labels, logits)``.
+  ``conformance_target``: the same, plus each backend's ``transform_modes`` (e.g.
+  ``torch-vmap``, ``jax-export``): the conformance catalog runs through those too.
 """
 
 from __future__ import annotations
@@ -78,10 +80,19 @@ def all_targets() -> list[Target]:
     return [Target(b, mode) for b in _loaded.values() for mode in b.modes]
 
 
+def conformance_targets() -> list[Target]:
+    """Every execution mode and transform mode of the requested backends."""
+    return [Target(b, mode) for b in _loaded.values()
+            for mode in (*b.modes, *getattr(b, "transform_modes", ()))]
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "target" in metafunc.fixturenames:
         targets = all_targets()
         metafunc.parametrize("target", targets, ids=[str(t) for t in targets])
+    if "conformance_target" in metafunc.fixturenames:
+        targets = conformance_targets()
+        metafunc.parametrize("conformance_target", targets, ids=[str(t) for t in targets])
     if "backend" in metafunc.fixturenames:
         backends = list(_loaded.values())
         metafunc.parametrize("backend", backends, ids=[b.name for b in backends])

@@ -1,9 +1,10 @@
 """The conformance catalog, run by the project's own tests.
 
-Every case in every dtype on every requested backend in each of its modes is one test
-(id ``case-dtype-backend-mode``, asserting every quantity of that cell), so CI holds each
-backend to the same exact reference as ``xent conformance``; ``test_pairwise`` checks that
-the targets agree with each other. See ``xent.conformance`` for the metric and tolerances.
+Every case in every dtype on every requested backend in each of its modes, execution modes
+and transform modes alike, is one test (id ``case-dtype-backend-mode``, asserting every
+quantity of that cell, forward mode included), so CI holds each backend to the same exact
+reference as ``xent conformance``; ``test_pairwise`` checks that the targets agree with each
+other. See ``xent.conformance`` for the metric and tolerances.
 
 ``XENT_TEST_BACKENDS=numpy,jax`` narrows the run; ``-k confident`` picks a case.
 """
@@ -15,6 +16,8 @@ from typing import Any
 import pytest
 
 from xent.conformance import cases, report, runner
+
+BUILTIN = ("numpy", "torch", "tensorflow", "jax")
 
 CELLS = [(name, dtype) for name in cases.case_names() for dtype in cases.DTYPES]
 
@@ -35,24 +38,29 @@ def evaluation(name: str, dtype: str, target: Any) -> runner.Evaluation:
     return _evaluations[key]
 
 
-def test_catalog(cell: tuple[str, str], target: Any) -> None:
+def test_catalog(cell: tuple[str, str], conformance_target: Any) -> None:
     name, dtype = cell
+    target = conformance_target
     if not target.supports(dtype):
         pytest.skip(f"{target.name} does not list {dtype} in its dtypes")
     records = evaluation(name, dtype, target).records
     failed = [r for r in records if r.passed is False]
     assert not failed, "\n" + report.failures(failed)
     assert any(r.passed for r in records), "nothing was measured"
+    if target.backend.has_autodiff and target.name in BUILTIN:  # built-ins have forward mode
+        unmeasured = [r for r in records if r.quantity in runner.FORWARD and r.passed is None]
+        assert not unmeasured, "\n" + "\n".join(f"{r.quantity}: {r.detail}" for r in unmeasured)
 
 
 @pytest.fixture(scope="session")
 def all_targets(request: pytest.FixtureRequest) -> list[Any]:
-    """Every requested (backend, mode): conftest's ``all_targets``, found through the plugin
-    manager so that it does not depend on how conftest is imported."""
+    """Every requested (backend, mode), transform modes included: conftest's
+    ``conformance_targets``, found through the plugin manager so that it does not depend on
+    how conftest is imported."""
     for plugin in request.config.pluginmanager.get_plugins():
-        if callable(getattr(plugin, "all_targets", None)) and hasattr(plugin, "Target"):
-            return list(plugin.all_targets())
-    raise RuntimeError("conftest.all_targets not found")
+        if callable(getattr(plugin, "conformance_targets", None)) and hasattr(plugin, "Target"):
+            return list(plugin.conformance_targets())
+    raise RuntimeError("conftest.conformance_targets not found")
 
 
 VALUE_CELLS = [(c, d) for c, d in CELLS if cases.BY_NAME[c].kind == "values"]

@@ -31,11 +31,13 @@ from xent.conformance import cases, runner
 
 class Tensor:
     """A NumPy array of the fake framework; ``stop`` marks a ``stop_gradient``; a loss
-    carries the gradients of its sum with respect to its labels and logits."""
+    carries the gradients of its sum with respect to its labels and logits; every result
+    carries ``forward``, its derivative along tangents of its inputs (forward mode)."""
 
     def __init__(self, array: np.ndarray, stop: bool = False,
-                 grads: tuple[np.ndarray | None, np.ndarray] | None = None) -> None:
-        self.array, self.stop, self.grads = array, stop, grads
+                 grads: tuple[np.ndarray | None, np.ndarray] | None = None,
+                 forward: Callable[..., np.ndarray] | None = None) -> None:
+        self.array, self.stop, self.grads, self.forward = array, stop, grads, forward
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -92,10 +94,14 @@ class FakeBackend(Backend):
 
     # -- math -------------------------------------------------------------------------------
     def softmax(self, logits: Tensor, axis: int) -> Tensor:
-        return self.tensor(self.np.softmax(logits.array, axis))
+        p = self.np.softmax(logits.array.astype(np.float64), axis)
+        return self.tensor(self.np.softmax(logits.array, axis),
+                           forward=lambda dx: p * _centred(p, dx, axis))
 
     def log_softmax(self, logits: Tensor, axis: int) -> Tensor:
-        return self.tensor(self.np.log_softmax(logits.array, axis))
+        p = self.np.softmax(logits.array.astype(np.float64), axis)
+        return self.tensor(self.np.log_softmax(logits.array, axis),
+                           forward=lambda dx: _centred(p, dx, axis))
 
     def softmax_cross_entropy_with_logits(self, labels: Tensor, logits: Tensor,
                                           axis: int) -> Tensor:
@@ -107,7 +113,13 @@ class FakeBackend(Backend):
             dlogits = p * y64.sum(axis=axis, keepdims=True) - y64
             dlabels = -self.np.log_softmax(x64, axis)
         dl = None if labels.stop else dlabels.astype(x.dtype)
-        return self.tensor(value, grads=(dl, dlogits.astype(x.dtype)))
+
+        def forward(dy: np.ndarray | None, dx: np.ndarray) -> np.ndarray:
+            with np.errstate(all="ignore"):
+                t = (dlogits * dx).sum(axis=axis)
+                return t if dy is None or labels.stop else t + (dlabels * dy).sum(axis=axis)
+
+        return self.tensor(value, grads=(dl, dlogits.astype(x.dtype)), forward=forward)
 
     def sparse_softmax_cross_entropy_with_logits(self, labels: Tensor, logits: Tensor,
                                                  axis: int) -> Tensor:
@@ -119,7 +131,8 @@ class FakeBackend(Backend):
         dlogits = self.np.softmax(x.astype(np.float64), axis)
         np.put_along_axis(dlogits, np.expand_dims(s, axis), np.take_along_axis(
             dlogits, np.expand_dims(s, axis), axis) - 1.0, axis)
-        return self.tensor(value, grads=(None, dlogits.astype(x.dtype)))
+        return self.tensor(value, grads=(None, dlogits.astype(x.dtype)),
+                           forward=lambda dy, dx: (dlogits * dx).sum(axis=axis))
 
     # -- conformance hooks ------------------------------------------------------------------
     def run(self, mode: str, fn: Callable[..., Any], *args: np.ndarray) -> np.ndarray:
@@ -140,6 +153,24 @@ class FakeBackend(Backend):
         dlabels, dlogits = loss.grads
         return loss.array, dlabels, dlogits
 
+    def jvp(self, mode: str, fn: Callable[..., Any], args: tuple[np.ndarray, ...],
+            tangents: tuple[np.ndarray | None, ...]) -> tuple[np.ndarray, np.ndarray]:
+        self.tracing = mode in self.tracing_modes
+        try:
+            out = fn(*[self.tensor(a) for a in args])
+        finally:
+            self.tracing = False
+        assert out.forward is not None, "every fake op has a forward-mode rule"
+        wide = [None if t is None else t.astype(np.float64) for t in tangents]
+        with np.errstate(over="ignore"):  # near the dtype's limit a tangent may overflow
+            return out.array, out.forward(*wide).astype(out.array.dtype)
+
+
+def _centred(p: np.ndarray, dx: np.ndarray, axis: int) -> np.ndarray:
+    """``dx - sum_k p_k dx_k``: the derivative of log_softmax along ``dx``."""
+    with np.errstate(all="ignore"):
+        return dx - (p * dx).sum(axis=axis, keepdims=True)
+
 
 class LogOfSoftmax(FakeBackend):
     """``log(softmax(x))``: underflows to ``-inf``, loses confident losses, NaN at masks."""
@@ -147,8 +178,10 @@ class LogOfSoftmax(FakeBackend):
     name = "broken-log-of-softmax"
 
     def log_softmax(self, logits: Tensor, axis: int) -> Tensor:
+        good = super().log_softmax(logits, axis)
         with np.errstate(all="ignore"):
-            return self.tensor(np.log(self.np.softmax(logits.array, axis)))
+            good.array = np.log(self.np.softmax(logits.array, axis))
+        return good
 
     def softmax_cross_entropy_with_logits(self, labels: Tensor, logits: Tensor,
                                           axis: int) -> Tensor:
@@ -207,7 +240,26 @@ class LeaksLabelGradient(FakeBackend):
         return x
 
 
-BROKEN = (LogOfSoftmax, OffByRelative, IgnoresAxis, LeaksLabelGradient)
+class ForwardWithoutLabelTotal(FakeBackend):
+    """Forward mode of the dense loss uses ``softmax - labels`` (TF's fused-kernel gradient),
+    not ``softmax * sum(labels) - labels``: wrong wherever labels do not sum to 1."""
+
+    name = "broken-forward-without-label-total"
+
+    def softmax_cross_entropy_with_logits(self, labels: Tensor, logits: Tensor,
+                                          axis: int) -> Tensor:
+        good = super().softmax_cross_entropy_with_logits(labels, logits, axis)
+        p = self.np.softmax(logits.array.astype(np.float64), axis)
+        total = labels.array.astype(np.float64).sum(axis=axis, keepdims=True)
+        right = good.forward
+        assert right is not None
+        # (softmax - labels) - (softmax * total - labels) = softmax * (1 - total)
+        good.forward = lambda dy, dx: right(dy, dx) + (p * (1 - total) * dx).sum(axis=axis)
+        return good
+
+
+BROKEN = (LogOfSoftmax, OffByRelative, IgnoresAxis, LeaksLabelGradient,
+          ForwardWithoutLabelTotal)
 
 
 def register_all() -> None:
@@ -278,6 +330,16 @@ def test_a_label_gradient_under_compat_v1_fails_every_v1_case(registered: Any) -
     found = failing(registered(LeaksLabelGradient()), dtypes=("float64",))
     assert set(found) == {c.name for c in cases.CATALOG if c.v1}
     assert all(q.startswith("v1_dlabels/") for qs in found.values() for q in qs)
+
+
+def test_a_wrong_forward_mode_fails_exactly_where_labels_do_not_sum_to_1(
+        registered: Any) -> None:
+    found = failing(registered(ForwardWithoutLabelTotal()), dtypes=("float64",))
+    unnormalised = {c.name for c in cases.CATALOG if c.kind == "values" and not np.allclose(
+        (inp := cases.inputs(c.name, "float64")).labels.sum(axis=inp.axis), 1.0)}
+    assert unnormalised >= {"unnormalised_labels", "zero_labels", "one_class"}
+    assert set(found) == unnormalised
+    assert all(q.startswith("jvp_loss/") for qs in found.values() for q in qs)
 
 
 def _cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import mpmath
 import numpy as np
@@ -196,3 +197,51 @@ def test_cli_matrix_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert grads and all(r["status"] == "n/a" and r["passed"] is None for r in grads)
     oor = next(r for r in records if r["quantity"] == "out_of_range")
     assert oor["status"] == "pass"
+
+
+def test_reference_forward_mode_matches_finite_differences_of_the_reference() -> None:
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(3, 5)), rng.uniform(0.0, 2.0, size=(3, 5))
+    dx, dy = rng.normal(size=(3, 5)), rng.normal(size=(3, 5))
+    labels = np.array([4, 0, 2])
+    ref = exact(x, y, labels, 1, (dx, dy))
+    h = 1e-6  # central differences of the float64 reference: error ~h**2 and ~eps / h
+
+    def at(t: float) -> dict[str, Any]:
+        return exact(x + t * dx, y + t * dy, labels, 1)
+
+    plus, minus = at(h), at(-h)
+    for q in ("softmax", "log_softmax", "loss", "sparse_loss"):
+        numeric = (plus[q].hi - minus[q].hi) / (2 * h)
+        np.testing.assert_allclose(ref[f"jvp_{q}"].hi, numeric, rtol=1e-7, atol=1e-8, err_msg=q)
+
+
+def test_reference_forward_mode_at_a_masked_class() -> None:
+    x = np.array([[0.5, 1.5, -np.inf]])
+    y = np.array([[0.0, 1.0, 0.0]])
+    dx = np.array([[1.0, -2.0, 3.0]])  # a tangent at the masked class changes nothing
+    ref = exact(x, y, np.array([1]), 1, (dx, None))
+    p = np.exp(x[0, :2] - np.logaddexp(*x[0, :2]))
+    mean = p @ dx[0, :2]
+    np.testing.assert_allclose(ref["jvp_log_softmax"].hi[0], dx[0] - mean, rtol=1e-15)
+    np.testing.assert_allclose(ref["jvp_softmax"].hi[0, :2], p * (dx[0, :2] - mean), rtol=1e-15)
+    assert ref["jvp_softmax"].hi[0, 2] == 0.0
+    expected = p[0] * dx[0, 0] + (p[1] - 1.0) * dx[0, 1]  # (softmax - labels) . dx
+    assert ref["jvp_loss"].hi[0] == pytest.approx(expected, rel=1e-15)
+    assert ref["jvp_sparse_loss"].hi[0] == pytest.approx(expected, rel=1e-15)
+
+
+def test_tangents_are_exact_in_every_dtype_and_hold_labels_at_masks() -> None:
+    for dtype in cases.DTYPES:
+        dx, dy = cases.tangents("seed", dtype)
+        assert dx.dtype == cases.inputs("seed", dtype).logits.dtype and dy is not None
+        np.testing.assert_array_equal(dx.astype(np.float64), cases.tangents("seed", "float64")[0])
+    assert cases.tangents("masked", "float32")[1] is None
+
+
+def test_metric_expects_infinity_where_the_exact_value_overflows_the_dtype() -> None:
+    ref = exact(np.array([[0.0, 1.0]]), None, None, 1)["log_softmax"]
+    big = type(ref)(np.array([[-7e4, 1.0]]), np.zeros((1, 2)), np.ones((1, 2)), ref.care)
+    assert metric.measure(np.float16([[-np.inf, 1.0]]), big, "float16").error == 0.0
+    assert metric.measure(np.float16([[-65504.0, 1.0]]), big, "float16").error == np.inf
+    assert metric.measure(np.float32([[-7e4, 1.0]]), big, "float32").error == 0.0

@@ -278,6 +278,25 @@ def inputs(name: str, dtype: str) -> Inputs:
     return Inputs(x, y, sparse, case.axis)
 
 
+@functools.cache
+def tangents(name: str, dtype: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Forward-mode directions for case ``name`` in ``dtype``: ``(dlogits, dlabels)``, random
+    multiples of 1/8 in [-2, 2] (exact in every dtype, the same in all four; few distinct
+    values keep the exact reference fast on large cases). ``dlabels`` is None (labels held
+    constant) where the case has a ``-inf`` logit: d/dlabels is ``+inf`` at a masked class,
+    so a label direction through it is infinite, or NaN (``0 * inf``) for a zero component."""
+    inp = inputs(name, dtype)
+    rng = np.random.default_rng(zlib.crc32(f"{name}/tangents".encode()))
+    target = _np_dtype(dtype)
+    dx = (rng.integers(-16, 17, size=inp.logits.shape) / 8).astype(target)
+    masked = bool(np.isneginf(inp.logits.astype(np.float64)).any())
+    dy = None if masked else (rng.integers(-16, 17, size=inp.labels.shape) / 8).astype(target)
+    for a in (dx, dy):
+        if a is not None:
+            a.setflags(write=False)
+    return dx, dy
+
+
 def _is_one_hot(labels: np.ndarray, axis: int) -> bool:
     if labels.size == 0:
         return False

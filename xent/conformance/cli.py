@@ -29,7 +29,7 @@ def main(args: argparse.Namespace) -> int:
     names = _choose("case", args.case, cases.case_names())
     dtypes = _choose("dtype", args.dtype, list(cases.DTYPES))
     backends, records = _backends(args.backend)
-    targets = [(b, mode) for b in backends for mode in b.modes]
+    targets = [(b, mode) for b in backends for mode in runner.modes_of(b)]
     progress = report.Progress(len(names) * len(dtypes) * len(targets))
     try:
         with warnings.catch_warnings():

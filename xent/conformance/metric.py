@@ -18,6 +18,12 @@ sparse_dlogits  as dlogits, with one-hot labels                                 
 dlabels         ``|logits_c| + |lse|``                                          8
 v1_dlogits      as dlogits                                                      8
 v1_dlabels      none: the labels gradient must be absent or all zeros           exact
+jvp_log_softmax ``|dx_c| + sum_k p_k |dx_k| (2 + |logits_k| + |lse|)``             8
+jvp_softmax     ``p_c * (scale(jvp_log_softmax)_c + |t_c| (1 + |logits_c| +       8
+                |lse|))``, ``t`` the exact jvp_log_softmax
+jvp_loss        ``sum_c |dx_c| (scale(dlogits)_c + |dlogits_c|) + |dy_c|          8
+                (|logits_c| + |lse| + |dlabels_c|)``
+jvp_sparse_loss as jvp_loss, with sparse_dlogits and no dy                        8
 relative        ``|exact|`` (metric ``eps*|exact|``) where a case asks for it   32
                 and the backend promises it (``Backend.relative_accuracy``):
                 loss, sparse_loss, log_softmax of case ``confident``
@@ -49,6 +55,10 @@ EPS = {"float16": 2.0**-10, "bfloat16": 2.0**-7, "float32": 2.0**-23, "float64":
 TINY = {"float16": 2.0**-14, "bfloat16": 2.0**-126, "float32": 2.0**-126,
         "float64": 2.0**-1022}
 
+#: Where round-to-nearest overflows to infinity in each output dtype: max + half an ulp.
+OVERFLOW = {"float16": 65520.0, "bfloat16": (2 - 2.0**-8) * 2.0**127,
+            "float32": (2 - 2.0**-24) * 2.0**127, "float64": np.inf}
+
 ABSOLUTE = "eps*scale"
 RELATIVE = "eps*|exact|"
 
@@ -58,7 +68,7 @@ RELATIVE = "eps*|exact|"
 #: (about 2500 eps) fails by far.
 TOLERANCE: dict[str, float] = dict.fromkeys(
     ("softmax", "log_softmax", "loss", "sparse_loss", "dlogits", "dlabels", "sparse_dlogits",
-     "v1_dlogits"), 8.0)
+     "v1_dlogits", "jvp_softmax", "jvp_log_softmax", "jvp_loss", "jvp_sparse_loss"), 8.0)
 #: Tolerance of the relative metric, where a case asks for it: ``log1p``-style kernels stay
 #: below 7 units (the ``exp(logits - max)`` terms carry ``eps * |logits - max|`` each).
 RELATIVE_TOLERANCE = 32.0
@@ -92,7 +102,11 @@ def measure(got: object, ref: Exact, dtype: str, metric: str = ABSOLUTE) -> Meas
         return Measure(np.inf, f"dtype {array.dtype.name}, expected {dtype}")
     g = array.astype(np.float64)
     unit_of = np.abs(ref.hi) if metric == RELATIVE else ref.scale
-    return _worst(g, ref.hi, ref.lo, EPS[dtype] * unit_of + TINY[dtype], ref.care, "exact")
+    hi, lo = ref.hi, ref.lo
+    over = np.abs(hi) >= OVERFLOW[dtype]
+    if over.any():  # the correctly rounded result is an infinity (e.g. a jvp near the limit)
+        hi, lo = np.where(over, np.copysign(np.inf, hi), hi), np.where(over, 0.0, lo)
+    return _worst(g, hi, lo, EPS[dtype] * unit_of + TINY[dtype], ref.care, "exact")
 
 
 def compare(a: np.ndarray, b: np.ndarray, ref: Exact, dtype: str,

@@ -22,10 +22,19 @@ v1_dlogits      ``value_and_grad`` of ``compat.v1.nn.softmax_cross_entropy_with_
 v1_dlabels      the same call: no gradient may reach labels (None or zeros)
 out_of_range    case ``sparse_out_of_range``: eager raises ValueError naming the label
                 and C; a tracing mode gives NaN in those rows
+jvp_softmax     ``backend.jvp`` (forward mode) of softmax along the case's fixed tangent
+jvp_log_softmax the same for log_softmax
+jvp_loss        the same for the dense loss, along tangents of logits and labels (labels
+                held constant on cases with ``-inf`` logits: see ``cases.tangents``)
+jvp_sparse_loss the same for the sparse loss (integer labels held constant)
 =============== ==========================================================================
 
-Gradient quantities are n/a on backends without autodiff, and every quantity is n/a in a
-dtype the backend does not list in ``dtypes``.
+Gradient quantities are n/a on backends without autodiff, forward-mode ones on backends
+that do not implement ``Backend.jvp``, and every quantity is n/a in a dtype the backend does
+not list in ``dtypes``. The value returned with a gradient or a jvp must match too.
+
+Modes: a backend's ``modes`` and ``transform_modes`` (:func:`modes_of`); the catalog runs
+the same way in each.
 """
 
 from __future__ import annotations
@@ -48,8 +57,24 @@ from xent.conformance.reference import Exact, exact
 
 VALUES = ("softmax", "log_softmax", "loss", "sparse_loss")
 GRADIENTS = ("dlogits", "dlabels", "sparse_dlogits", "v1_dlogits", "v1_dlabels")
-QUANTITIES = VALUES + GRADIENTS
+FORWARD = ("jvp_softmax", "jvp_log_softmax", "jvp_loss", "jvp_sparse_loss")
+QUANTITIES = VALUES + GRADIENTS + FORWARD
 _REFERENCE_OF = {"v1_dlogits": "dlogits"}
+#: the value a gradient or jvp call returns with it, and the quantity it must match
+_VALUE_OF = {"dlogits": "loss", "sparse_dlogits": "sparse_loss", "v1_dlogits": "loss",
+             "jvp_softmax": "softmax", "jvp_log_softmax": "log_softmax", "jvp_loss": "loss",
+             "jvp_sparse_loss": "sparse_loss"}
+
+
+def modes_of(backend: Backend) -> tuple[str, ...]:
+    """Every mode the suite runs ``backend`` in: its execution modes, then its transforms."""
+    return tuple(backend.modes) + tuple(getattr(backend, "transform_modes", ()))
+
+
+def has_forward_mode(backend: Backend) -> bool:
+    """Whether ``backend`` implements :meth:`Backend.jvp` (the base class raises)."""
+    jvp = getattr(type(backend), "jvp", None)
+    return jvp is not None and jvp is not Backend.jvp
 
 
 @dataclass(frozen=True)
@@ -111,19 +136,24 @@ def reference(name: str, dtype: str) -> dict[str, Exact]:
     if sparse is not None:
         num_classes = inp.logits.shape[inp.class_axis]
         sparse = np.where((sparse >= 0) & (sparse < num_classes), sparse, 0).astype(np.int64)
+    dx, dy = cases.tangents(name, dtype)
     return _exact_of(inp.exact_logits.tobytes(), inp.logits.shape, inp.exact_labels.tobytes(),
-                     None if sparse is None else sparse.tobytes(), inp.class_axis)
+                     None if sparse is None else sparse.tobytes(), inp.class_axis,
+                     dx.astype(np.float64).tobytes(),
+                     None if dy is None else dy.astype(np.float64).tobytes())
 
 
 @functools.cache
 def _exact_of(x: bytes, shape: tuple[int, ...], y: bytes, s: bytes | None,
-              axis: int) -> dict[str, Exact]:
+              axis: int, dx: bytes, dy: bytes | None) -> dict[str, Exact]:
     logits = np.frombuffer(x).reshape(shape)
     labels = np.frombuffer(y).reshape(shape)
     sparse = None
     if s is not None:
         sparse = np.frombuffer(s, np.int64).reshape(shape[:axis] + shape[axis + 1 :])
-    return exact(logits, labels, sparse, axis)
+    tangents = (np.frombuffer(dx).reshape(shape),
+                None if dy is None else np.frombuffer(dy).reshape(shape))
+    return exact(logits, labels, sparse, axis, tangents)
 
 
 @functools.cache
@@ -157,7 +187,7 @@ def quantities(name: str) -> list[str]:
     sparse = cases.inputs(name, "float64").sparse is not None
     v1 = cases.BY_NAME[name].v1
     return [q for q in QUANTITIES
-            if (sparse or not q.startswith("sparse")) and (v1 or not q.startswith("v1"))]
+            if (sparse or "sparse" not in q) and (v1 or not q.startswith("v1"))]
 
 
 def evaluate(name: str, dtype: str, backend: Backend, mode: str) -> Evaluation:
@@ -176,11 +206,14 @@ def evaluate(name: str, dtype: str, backend: Backend, mode: str) -> Evaluation:
     with xent.use_backend(backend):
         if case.kind == "out_of_range":
             return Evaluation([_out_of_range(backend, mode, dtype, inp, refs)], {})
-        outputs, failures = _compute(backend, mode, inp, wanted)
+        outputs, failures = _compute(backend, mode, inp, cases.tangents(name, dtype), wanted)
     records = []
     for q in wanted:
-        if q in GRADIENTS and not backend.has_autodiff:
+        if q in GRADIENTS + FORWARD and not backend.has_autodiff:
             records.append(na(q, f"gradients: {backend.name} has no autodiff"))
+            continue
+        if q in FORWARD and not has_forward_mode(backend):
+            records.append(na(q, f"forward mode: {backend.name} does not implement jvp"))
             continue
         records.append(_check(backend, mode, name, dtype, q, outputs, failures, refs))
     return Evaluation(records, outputs)
@@ -215,8 +248,7 @@ def _check(backend: Backend, mode: str, name: str, dtype: str, q: str,
     kind, tol = _metric_of(name, q, backend)
     m = metric.measure(outputs.get(q), refs[_REFERENCE_OF.get(q, q)], dtype, kind)
     error, detail = m.error, m.detail
-    value_key = {"dlogits": "loss", "sparse_dlogits": "sparse_loss",
-                 "v1_dlogits": "loss"}.get(q)
+    value_key = _VALUE_OF.get(q)
     if value_key is not None:  # the value returned with the gradient must match too
         vtol = metric.TOLERANCE[value_key]  # absolute: `loss` itself carries the relative check
         v = metric.measure(outputs.get(q + ":value"), refs[value_key], dtype)
@@ -226,46 +258,61 @@ def _check(backend: Backend, mode: str, name: str, dtype: str, q: str,
                   detail=detail)
 
 
-#: (result keys, "run" or "grad", the function, its NumPy arguments)
-Call = tuple[tuple["str | None", ...], str, Callable[..., Any], tuple[np.ndarray, ...]]
+#: (result keys, "run", "grad" or "jvp", the function, its NumPy arguments, the tangents)
+Call = tuple[tuple["str | None", ...], str, Callable[..., Any], tuple[np.ndarray, ...],
+             tuple["np.ndarray | None", ...]]
 
 
-def _plan(backend: Backend, inp: cases.Inputs) -> list[Call]:
+def _plan(backend: Backend, inp: cases.Inputs, tangents: tuple[np.ndarray, Any]) -> list[Call]:
     """Every call a case may need."""
     fns = functions(inp.axis, backend)
+    dx, dy = tangents
     plan: list[Call] = [
-        (("softmax",), "run", fns["softmax"], (inp.logits,)),
-        (("log_softmax",), "run", fns["log_softmax"], (inp.logits,)),
-        (("loss",), "run", fns["loss"], (inp.labels, inp.logits)),
-        (("dlogits:value", "dlabels", "dlogits"), "grad", fns["loss"], (inp.labels, inp.logits)),
+        (("softmax",), "run", fns["softmax"], (inp.logits,), ()),
+        (("log_softmax",), "run", fns["log_softmax"], (inp.logits,), ()),
+        (("loss",), "run", fns["loss"], (inp.labels, inp.logits), ()),
+        (("dlogits:value", "dlabels", "dlogits"), "grad", fns["loss"], (inp.labels, inp.logits),
+         ()),
         (("v1_dlogits:value", "v1_dlabels", "v1_dlogits"), "grad", fns["v1"],
-         (inp.labels, inp.logits)),
+         (inp.labels, inp.logits), ()),
+        (("jvp_softmax:value", "jvp_softmax"), "jvp", fns["softmax"], (inp.logits,), (dx,)),
+        (("jvp_log_softmax:value", "jvp_log_softmax"), "jvp", fns["log_softmax"],
+         (inp.logits,), (dx,)),
+        (("jvp_loss:value", "jvp_loss"), "jvp", fns["loss"], (inp.labels, inp.logits),
+         (dy, dx)),
     ]
     if inp.sparse is not None:
         plan += [
-            (("sparse_loss",), "run", fns["sparse_loss"], (inp.sparse, inp.logits)),
+            (("sparse_loss",), "run", fns["sparse_loss"], (inp.sparse, inp.logits), ()),
             (("sparse_dlogits:value", None, "sparse_dlogits"), "grad", fns["sparse_loss"],
-             (inp.sparse, inp.logits)),
+             (inp.sparse, inp.logits), ()),
+            (("jvp_sparse_loss:value", "jvp_sparse_loss"), "jvp", fns["sparse_loss"],
+             (inp.sparse, inp.logits), (None, dx)),
         ]
     return plan
 
 
-def _compute(backend: Backend, mode: str, inp: cases.Inputs,
+def _compute(backend: Backend, mode: str, inp: cases.Inputs, tangents: tuple[np.ndarray, Any],
              wanted: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
     """Every wanted quantity as NumPy, and the quantities whose call failed (with why)."""
     outputs: dict[str, Any] = {}
     failures: dict[str, str] = {}
-    for keys, how, fn, originals in _plan(backend, inp):
+    for keys, how, fn, originals, directions in _plan(backend, inp, tangents):
         names = [k for k in keys if k is not None and ":" not in k and k in wanted]
-        if not names or (how == "grad" and not backend.has_autodiff):
+        if not names or (how != "run" and not backend.has_autodiff):
+            continue
+        if how == "jvp" and not has_forward_mode(backend):
             continue
         args = [a.copy() for a in originals]  # writable, and checked for modification below
         result: Any
         try:
             if how == "run":
                 result = backend.run(mode, fn, *args)
-            else:
+            elif how == "grad":
                 result = backend.value_and_grad(mode, fn, *args)
+            else:
+                result = backend.jvp(mode, fn, tuple(args), tuple(
+                    None if d is None else d.copy() for d in directions))
         except Exception as error:  # noqa: BLE001 - any failure of the backend is a result
             failures.update((n, _describe(error)) for n in names)
             continue
@@ -274,9 +321,10 @@ def _compute(backend: Backend, mode: str, inp: cases.Inputs,
         if how == "run":
             outputs[keys[0]] = _as_numpy(result)  # type: ignore[index]
             continue
-        if not isinstance(result, tuple) or len(result) != 3:
-            failures.update((n, f"value_and_grad returned {type(result).__name__}, "
-                                "not a 3-tuple") for n in names)
+        if not isinstance(result, tuple) or len(result) != len(keys):
+            hook = "value_and_grad" if how == "grad" else "jvp"
+            failures.update((n, f"{hook} returned {type(result).__name__}, not a "
+                                f"{len(keys)}-tuple") for n in names)
             continue
         for key, value in zip(keys, result):
             if key is not None:
