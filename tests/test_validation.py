@@ -46,7 +46,7 @@ def native(backend, array):  # type: ignore[no-untyped-def]
                          logits=native(b, np.zeros((2, 0), np.float32))), ValueError,
          "logits: the class axis 1 of shape (2, 0) has size 0"),
         (lambda b: dense(labels=native(b, LABELS), logits=native(b, LOGITS), reduction="avg"),
-         ValueError, "reduction: expected 'none', 'sum' or 'mean', got 'avg'"),
+         ValueError, "reduction: expected 'none', 'sum', 'mean' or 'weighted_mean', got 'avg'"),
         (lambda b: dense(native(b, LABELS), native(b, LOGITS)), TypeError,
          "softmax_cross_entropy_with_logits: labels and logits are keyword-only"),
         (lambda b: sparse(native(b, LOGITS), labels=[1, 2]), TypeError,
@@ -61,6 +61,90 @@ def native(backend, array):  # type: ignore[no-untyped-def]
 def test_bad_input_error(backend, call, error, message) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(error, match=re.escape(message)):
         call(backend)
+
+
+OPTION_ERRORS = [
+    (dict(label_smoothing=1.5), ValueError,
+     "label_smoothing: expected a real number in [0, 1], got 1.5"),
+    (dict(label_smoothing=-0.1), ValueError,
+     "label_smoothing: expected a real number in [0, 1], got -0.1"),
+    (dict(label_smoothing=float("nan")), ValueError,
+     "label_smoothing: expected a real number in [0, 1], got nan"),
+    (dict(label_smoothing="0.1"), TypeError,
+     "label_smoothing: expected a real number in [0, 1], got str '0.1'"),
+    (dict(label_smoothing=True), TypeError,
+     "label_smoothing: expected a real number in [0, 1], got bool True"),
+    (dict(class_weights=np.ones(2, np.float32)), ValueError,
+     "class_weights: expected shape (3,), one weight per class, got shape (2,)"),
+    (dict(class_weights=np.ones((1, 3), np.float32)), ValueError,
+     "class_weights: expected shape (3,), one weight per class, got shape (1, 3)"),
+    (dict(class_weights=np.ones(3, np.int32)), TypeError,
+     "class_weights: expected floating class weights, got dtype int32"),
+    (dict(weights=np.ones(3, np.float32)), ValueError,
+     "weights: shape (3,) does not broadcast to the loss shape (2,) (the logits shape "
+     "without the class axis)"),
+    (dict(weights=np.ones((2, 2), np.float32)), ValueError,
+     "weights: shape (2, 2) does not broadcast to the loss shape (2,)"),
+    (dict(weights=np.array(["a", "b"])), TypeError,
+     "weights: expected real-valued weights, got dtype str"),
+    (dict(where=np.ones((2, 3), np.float32)), TypeError,
+     "where: expected a boolean mask, got dtype float32"),
+    (dict(where=np.ones((2, 2), bool)), ValueError,
+     "where: shape (2, 2) does not broadcast to the logits shape (2, 3)"),
+    (dict(reduction="weighted"), ValueError,
+     "reduction: expected 'none', 'sum', 'mean' or 'weighted_mean', got 'weighted'"),
+]
+OPTION_IDS = ["smoothing-high", "smoothing-negative", "smoothing-nan", "smoothing-str",
+              "smoothing-bool", "class-weights-size", "class-weights-rank",
+              "class-weights-int", "weights-shape", "weights-grow", "weights-str",
+              "where-float", "where-shape", "reduction"]
+
+
+def _native_options(backend, options):  # type: ignore[no-untyped-def]
+    """The options as tensors of ``backend`` (NumPy arrays stay NumPy on NumPy)."""
+    return {k: native(backend, v) if isinstance(v, np.ndarray) and v.dtype.kind in "biuf"
+            else v for k, v in options.items()}
+
+
+@pytest.mark.parametrize("sparse_labels", [False, True], ids=["dense", "sparse"])
+@pytest.mark.parametrize("as_tensor", [False, True], ids=["numpy-option", "native-option"])
+@pytest.mark.parametrize("options, error, message", OPTION_ERRORS, ids=OPTION_IDS)
+def test_bad_option_error(backend, options, error, message, sparse_labels,  # type: ignore[no-untyped-def]
+                          as_tensor) -> None:
+    if as_tensor:
+        options = _native_options(backend, options)
+    call = sparse if sparse_labels else dense
+    labels = np.array([1, 2]) if sparse_labels else LABELS
+    with pytest.raises(error, match=re.escape(message)):
+        call(labels=native(backend, labels), logits=native(backend, LOGITS), **options)
+
+
+@pytest.mark.parametrize("function", [xent.softmax, xent.log_softmax])
+def test_bad_where_in_softmax(backend, function) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(TypeError, match=re.escape("where: expected a boolean mask, got dtype")):
+        function(native(backend, LOGITS), where=np.ones(3))
+    with pytest.raises(ValueError, match=re.escape("where: shape (2,) does not broadcast")):
+        function(native(backend, LOGITS), where=np.ones(2, bool))
+
+
+def test_bad_ignore_index(backend) -> None:  # type: ignore[no-untyped-def]
+    logits = native(backend, LOGITS)
+    for bad in (1.5, "x", True, None.__class__):
+        with pytest.raises(TypeError, match="ignore_index: expected an int class index"):
+            sparse(labels=[1, 2], logits=logits, ignore_index=bad)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'ignore_index'"):
+        dense(labels=LABELS, logits=logits, ignore_index=-100)  # type: ignore[call-arg]
+
+
+def test_an_option_of_another_framework_names_it(backend) -> None:  # type: ignore[no-untyped-def]
+    others = [b for b in xent.backends.available() if b not in ("numpy", backend.name)]
+    if not others:
+        pytest.skip("needs a second framework installed")
+    other = xent.backends.get(others[0])
+    weights = other.asarray(np.ones(2, np.float32), dtype="float32")
+    with pytest.raises(TypeError, match=f"weights: a {other.name} tensor cannot be combined "
+                                        f"with {backend.name} logits"):
+        dense(labels=LABELS, logits=native(backend, LOGITS), weights=weights)
 
 
 def test_unknown_backend_name() -> None:

@@ -9,7 +9,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 from xent import _dispatch, _validate
+from xent import _options as _options_module
 from xent._dispatch import owner, pick
+from xent._options import Options
 from xent.backends import Backend
 from xent.backends._base import numpy_dtype_name
 
@@ -52,36 +54,95 @@ def _neutral_labels(labels: Array) -> tuple[np.ndarray, str]:
     return labels, numpy_dtype_name(labels.dtype)
 
 
-def softmax(logits: Array, axis: int = -1, *, backend: str | Backend | None = None) -> Array:
+def _option_array(be: Backend, value: Any, name: str, logits: Array,
+                  check: Callable[[tuple[int | None, ...], str], None],
+                  dtype: str | None) -> Array:
+    """Option ``name`` checked (``check(shape, dtype_name)``) and brought to the backend of
+    ``logits``: NumPy arrays and Python sequences are converted (a sequence of numbers is
+    floating), framework tensors must be the logits' framework; cast to ``dtype`` if given."""
+    found = owner(value, name)
+    if found is None:
+        if isinstance(value, (list, tuple, int, float)) and dtype is not None:
+            value = np.asarray(value, dtype=np.float64)  # [1, 2, 3]: weights, not integers
+        array = np.asarray(value)
+        check(array.shape, numpy_dtype_name(array.dtype))
+        if np.ndarray in be.native_types:
+            return array  # the NumPy backend casts block by block
+        return be.asarray(array, like=logits, dtype=dtype)
+    if found is not be:
+        raise _validate.mixed_frameworks(be.name, found.name, name)
+    check(be.shape(value), be.dtype_name(value))
+    return value if dtype is None else be.cast(value, dtype)
+
+
+def _options(be: Backend, logits: Array, shape: tuple[int | None, ...], dtype: str, axis: int,
+             weights: Any, class_weights: Any, label_smoothing: Any, where: Any,
+             ignore_index: Any = None) -> Options:
+    """Every option validated once and converted to the backend of ``logits``."""
+    num_classes = shape[axis]
+    loss_shape = shape[:axis] + shape[axis + 1 :]
+    return Options(
+        weights=None if weights is None else _option_array(
+            be, weights, "weights", logits,
+            lambda s, d: _validate.check_weights(s, d, loss_shape), dtype),
+        class_weights=None if class_weights is None else _option_array(
+            be, class_weights, "class_weights", logits,
+            lambda s, d: _validate.check_class_weights(s, d, num_classes), dtype),
+        label_smoothing=_validate.check_label_smoothing(label_smoothing),
+        where=None if where is None else _option_array(
+            be, where, "where", logits, lambda s, d: _validate.check_where(s, d, shape), None),
+        ignore_index=None if ignore_index is None else _validate.check_ignore_index(
+            ignore_index),
+        num_classes=num_classes,
+    )
+
+
+def softmax(logits: Array, axis: int = -1, *, where: Array | None = None,
+            backend: str | Backend | None = None) -> Array:
     """Softmax along ``axis``: ``exp(logits - logsumexp(logits))``.
 
     Args:
       logits: ``[..., num_classes, ...]`` floating tensor of any supported framework.
       axis: the class axis.
+      where: boolean mask broadcastable to ``logits``: a class where it is False does not
+        exist (its logit is never read, its probability is 0).
       backend: where framework-neutral input (NumPy, lists) runs.
 
     Returns a tensor of the shape, dtype and framework of ``logits``. A row with a NaN or
-    ``+inf`` logit, or with every logit ``-inf``, is NaN.
+    ``+inf`` logit, with every logit ``-inf``, or with no class left by ``where``, is NaN.
 
     >>> import xent
     >>> xent.softmax([[0.5, 1.5, 0.1], [2.2, 1.3, 1.7]]).round(8)
     array([[0.227863  , 0.61939586, 0.15274114],
            [0.49674623, 0.20196195, 0.30129182]])
     """
-    be, logits, _, _, _, axis = _prepare(logits, None, axis, backend)
+    be, logits, _, shape, _, axis = _prepare(logits, None, axis, backend)
+    if where is not None:
+        logits = _excluded(be, logits, shape, axis, where)
     return be.softmax(logits, axis)
 
 
-def log_softmax(logits: Array, axis: int = -1, *, backend: str | Backend | None = None) -> Array:
+def _excluded(be: Backend, logits: Array, shape: tuple[int | None, ...], axis: int,
+              where: Any) -> Array:
+    """``logits`` with ``-inf`` where the ``where`` mask is False (those classes do not exist)."""
+    mask = _option_array(be, where, "where", logits,
+                         lambda s, d: _validate.check_where(s, d, shape), None)
+    return be.where(mask, logits, -np.inf)
+
+
+def log_softmax(logits: Array, axis: int = -1, *, where: Array | None = None,
+                backend: str | Backend | None = None) -> Array:
     """Log-softmax along ``axis``: ``logits - logsumexp(logits)``, accurate for confident rows.
 
-    Same arguments and conventions as :func:`softmax`.
+    Same arguments and conventions as :func:`softmax` (``-inf`` where ``where`` is False).
 
     >>> import xent
     >>> xent.log_softmax([0.5, 1.5, 0.1]).round(6)
     array([-1.479011, -0.479011, -1.879011])
     """
-    be, logits, _, _, _, axis = _prepare(logits, None, axis, backend)
+    be, logits, _, shape, _, axis = _prepare(logits, None, axis, backend)
+    if where is not None:
+        logits = _excluded(be, logits, shape, axis, where)
     return be.log_softmax(logits, axis)
 
 
@@ -92,27 +153,41 @@ def softmax_cross_entropy_with_logits(
     logits: Array = _MISSING,
     axis: int = -1,
     reduction: str = "none",
+    weights: Array | None = None,
+    class_weights: Array | None = None,
+    label_smoothing: float = 0.0,
+    where: Array | None = None,
     backend: str | Backend | None = None,
 ) -> Array:
     """Cross-entropy between label distributions and softmax(logits), along ``axis``.
 
     ``loss = sum_c labels_c * (logsumexp(logits) - logits_c)``; a class with ``labels_c == 0``
-    contributes exactly 0, also where ``logits_c == -inf`` (a masked class).
+    contributes exactly 0, also where ``logits_c == -inf`` (a masked class). With options,
+    per row: ``weights * sum_c class_weights_c * y_c * (logsumexp(x) - x_c)``, where
+    ``y = (1 - label_smoothing) * labels + label_smoothing / C`` and the classes where
+    ``where`` is False are left out of ``x`` and ``y`` (README, "Loss options").
 
     Args:
       labels: ``[..., num_classes, ...]``, the shape of ``logits``; soft and unnormalised
         labels follow the formula (they are not renormalised).
       logits: ``[..., num_classes, ...]`` floating tensor.
       axis: the class axis.
-      reduction: ``"none"`` (one loss per row), ``"sum"`` or ``"mean"`` over all rows.
+      reduction: ``"none"`` (one loss per row), ``"sum"``, ``"mean"`` (over the rows) or
+        ``"weighted_mean"`` (the sum over the sum of ``weights * sum_c class_weights_c *
+        labels_c``).
+      weights: per-row weights, broadcastable to the loss shape.
+      class_weights: ``[num_classes]`` floating weights.
+      label_smoothing: a real number in [0, 1].
+      where: boolean, broadcastable to ``logits``: a class where it is False does not exist.
       backend: where framework-neutral input (NumPy, lists) runs.
 
     Gradients (autodiff frameworks): ``d/dlogits = softmax * sum(labels) - labels`` and
-    ``d/dlabels = logsumexp - logits``.
+    ``d/dlabels = logsumexp - logits`` (without options); the true derivatives with them.
 
     Raises:
-      TypeError: positional labels/logits, non-floating logits, tensors of two frameworks.
-      ValueError: shape mismatch, bad axis or reduction, an empty class axis.
+      TypeError: positional labels/logits, non-floating logits or class weights, a
+        non-boolean ``where``, tensors of two frameworks.
+      ValueError: shape mismatch, bad axis, reduction or option, an empty class axis.
 
     >>> import xent
     >>> xent.softmax_cross_entropy_with_logits(
@@ -133,8 +208,21 @@ def softmax_cross_entropy_with_logits(
     else:
         _validate.check_dense_labels(be.shape(labels), be.dtype_name(labels), shape)
         labels = be.cast(labels, dtype)
-    loss = be.softmax_cross_entropy_with_logits(labels, logits, axis)
-    return loss if reduction == "none" else be.reduce(loss, reduction)
+    if (weights is None and class_weights is None and where is None
+            and label_smoothing == 0.0 and type(label_smoothing) is not bool):
+        loss = be.softmax_cross_entropy_with_logits(labels, logits, axis)  # no options: as is
+        if reduction == "none":
+            return loss
+        return be.reduce(loss, "mean" if reduction == "weighted_mean" else reduction)
+    opt = _options(be, logits, shape, dtype, axis, weights, class_weights, label_smoothing,
+                   where)
+    loss = be.softmax_cross_entropy_with_options(labels, logits, axis, opt)
+    if reduction == "none":
+        return loss
+    denominator = None
+    if reduction == "weighted_mean":
+        denominator = _options_module.dense_denominator(be, labels, loss, axis, opt)
+    return _options_module.reduce(be, loss, reduction, denominator)
 
 
 @_keyword_only
@@ -144,22 +232,33 @@ def sparse_softmax_cross_entropy_with_logits(
     logits: Array = _MISSING,
     axis: int = -1,
     reduction: str = "none",
+    weights: Array | None = None,
+    class_weights: Array | None = None,
+    label_smoothing: float = 0.0,
+    where: Array | None = None,
+    ignore_index: int | None = None,
     backend: str | Backend | None = None,
 ) -> Array:
     """Cross-entropy with integer class labels: ``logsumexp(logits) - logits[labels]``.
 
-    Equal to :func:`softmax_cross_entropy_with_logits` with one-hot labels.
+    Equal to :func:`softmax_cross_entropy_with_logits` with one-hot labels, under every
+    option and reduction.
 
     Args:
       labels: integer class indices in ``[0, num_classes)``, the shape of ``logits``
         without ``axis``.
       logits: ``[..., num_classes, ...]`` floating tensor.
-      axis, reduction, backend: as in :func:`softmax_cross_entropy_with_logits`.
+      axis, reduction, weights, class_weights, label_smoothing, where, backend: as in
+        :func:`softmax_cross_entropy_with_logits` (``weighted_mean`` divides by the sum of
+        ``weights * class_weights[labels]`` over the rows not ignored).
+      ignore_index: a row whose label equals it is never read: loss 0, gradient 0, not
+        counted by ``mean`` or ``weighted_mean``, exempt from the range check.
 
     Raises:
       ValueError: a label out of range (in eager execution; while tracing, that row's
-        loss is NaN), shape mismatch, bad axis or reduction, an empty class axis.
-      TypeError: positional labels/logits, non-integer labels, non-floating logits.
+        loss is NaN), shape mismatch, bad axis, reduction or option, an empty class axis.
+      TypeError: positional labels/logits, non-integer labels or ``ignore_index``,
+        non-floating logits.
 
     >>> import xent
     >>> xent.sparse_softmax_cross_entropy_with_logits(
@@ -168,7 +267,7 @@ def sparse_softmax_cross_entropy_with_logits(
     """
     if args or labels is _MISSING or logits is _MISSING:
         _missing(args, labels, logits, "sparse_softmax_cross_entropy_with_logits")
-    be, logits, neutral, shape, _, axis = _prepare(logits, labels, axis, backend)
+    be, logits, neutral, shape, dtype, axis = _prepare(logits, labels, axis, backend)
     if reduction not in _validate.REDUCTIONS:
         _validate.check_reduction(reduction)
     if neutral:
@@ -178,13 +277,32 @@ def sparse_softmax_cross_entropy_with_logits(
             labels = be.asarray(labels, like=logits)
     else:
         _validate.check_sparse_labels(be.shape(labels), be.dtype_name(labels), shape, axis)
+    plain = (weights is None and class_weights is None and where is None
+             and ignore_index is None and label_smoothing == 0.0
+             and type(label_smoothing) is not bool)
+    opt = None if plain else _options(be, logits, shape, dtype, axis, weights, class_weights,
+                                      label_smoothing, where, ignore_index)
     num_classes = shape[axis]
     if num_classes is not None:
-        bad = be.first_out_of_range(labels, num_classes)
+        checked = labels
+        if opt is not None and opt.ignore_index is not None and not (
+                0 <= opt.ignore_index < num_classes):  # ignored rows are exempt
+            checked = be.where(be.equal(labels, opt.ignore_index), 0, labels)
+        bad = be.first_out_of_range(checked, num_classes)
         if bad is not None:
             raise _validate.label_out_of_range(bad, num_classes)
-    loss = be.sparse_softmax_cross_entropy_with_logits(labels, logits, axis)
-    return loss if reduction == "none" else be.reduce(loss, reduction)
+    if opt is None:
+        loss = be.sparse_softmax_cross_entropy_with_logits(labels, logits, axis)
+        if reduction == "none":
+            return loss
+        return be.reduce(loss, "mean" if reduction == "weighted_mean" else reduction)
+    loss = be.sparse_softmax_cross_entropy_with_options(labels, logits, axis, opt)
+    if reduction == "none":
+        return loss
+    denominator = None
+    if reduction != "sum":
+        denominator = _options_module.sparse_denominator(be, labels, loss, opt, reduction)
+    return _options_module.reduce(be, loss, reduction, denominator)
 
 
 def _missing(args: tuple[Any, ...], labels: Any, logits: Any, function: str) -> None:

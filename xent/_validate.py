@@ -9,6 +9,7 @@ about.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})
@@ -16,7 +17,7 @@ INTEGER_DTYPES = frozenset(
     {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
 )
 REAL_DTYPES = FLOAT_DTYPES | INTEGER_DTYPES | {"bool"}
-REDUCTIONS = ("none", "sum", "mean")
+REDUCTIONS = ("none", "sum", "mean", "weighted_mean")
 
 Shape = Sequence["int | None"]
 
@@ -88,7 +89,74 @@ def check_sparse_labels(shape: Shape, dtype: str, logits_shape: Shape, axis: int
 
 def check_reduction(reduction: object) -> None:
     if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction: expected 'none', 'sum' or 'mean', got {reduction!r}")
+        raise ValueError(
+            f"reduction: expected 'none', 'sum', 'mean' or 'weighted_mean', got {reduction!r}"
+        )
+
+
+# -- loss options (DESIGN section 6) ---------------------------------------------------------
+def check_label_smoothing(value: object) -> float:
+    """A real number in [0, 1] (a Python or NumPy scalar, not a tensor); returned as a float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"label_smoothing: expected a real number in [0, 1], got {type(value).__name__} "
+            f"{value!r}"
+        )
+    e = float(value)
+    if not 0.0 <= e <= 1.0:
+        raise ValueError(f"label_smoothing: expected a real number in [0, 1], got {value!r}")
+    return e
+
+
+def check_ignore_index(value: object) -> int:
+    """An int (a Python or NumPy integer, not a bool); returned as an int."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"ignore_index: expected an int class index (e.g. -100), got "
+            f"{type(value).__name__} {value!r}"
+        )
+    return int(value)
+
+
+def check_class_weights(shape: Shape, dtype: str, num_classes: int | None) -> None:
+    """A floating vector of one weight per class: shape ``[C]``."""
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"class_weights: expected floating class weights, got dtype {dtype}")
+    if len(shape) != 1 or not (shape[0] == num_classes or None in (shape[0], num_classes)):
+        c = "C" if num_classes is None else num_classes
+        raise ValueError(
+            f"class_weights: expected shape ({c},), one weight per class, got shape {_fmt(shape)}"
+        )
+
+
+def check_weights(shape: Shape, dtype: str, loss_shape: Shape) -> None:
+    """Real weights that broadcast (NumPy rules) to the loss shape, the logits' without axis."""
+    if dtype not in REAL_DTYPES:
+        raise TypeError(f"weights: expected real-valued weights, got dtype {dtype}")
+    if not _broadcasts_to(shape, loss_shape):
+        raise ValueError(
+            f"weights: shape {_fmt(shape)} does not broadcast to the loss shape "
+            f"{_fmt(loss_shape)} (the logits shape without the class axis)"
+        )
+
+
+def check_where(shape: Shape, dtype: str, logits_shape: Shape) -> None:
+    """A boolean mask that broadcasts (NumPy rules) to the logits shape."""
+    if dtype != "bool":
+        raise TypeError(f"where: expected a boolean mask, got dtype {dtype}")
+    if not _broadcasts_to(shape, logits_shape):
+        raise ValueError(
+            f"where: shape {_fmt(shape)} does not broadcast to the logits shape "
+            f"{_fmt(logits_shape)}"
+        )
+
+
+def _broadcasts_to(shape: Shape, target: Shape) -> bool:
+    """NumPy broadcasting of ``shape`` to exactly ``target`` (unknown dims match anything)."""
+    if len(shape) > len(target):
+        return False
+    return all(a == 1 or a == b or a is None or b is None
+               for a, b in zip(reversed(shape), reversed(target)))
 
 
 def label_out_of_range(value: int, num_classes: int) -> ValueError:
@@ -106,9 +174,10 @@ def positional_arguments(function: str) -> TypeError:
     )
 
 
-def mixed_frameworks(logits_framework: str, labels_framework: str) -> TypeError:
+def mixed_frameworks(logits_framework: str, other_framework: str,
+                     argument: str = "labels") -> TypeError:
     return TypeError(
-        f"labels: a {labels_framework} tensor cannot be combined with {logits_framework} "
+        f"{argument}: a {other_framework} tensor cannot be combined with {logits_framework} "
         f"logits; pass both as {logits_framework} tensors (NumPy arrays and Python "
         "sequences are converted automatically)"
     )

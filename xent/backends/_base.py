@@ -116,6 +116,84 @@ class Backend:
     ) -> Array:
         raise NotImplementedError
 
+    # -- loss options (DESIGN section 6) ---------------------------------------------------
+    def softmax_cross_entropy_with_options(self, labels: Array, logits: Array, axis: int,
+                                           options: Any) -> Array:
+        """The per-row dense loss with ``options`` (a validated ``xent._options.Options``).
+        The default composes them from this backend's kernels and array operations
+        (``xent._options.dense_rows``); override only to run the same formula faster."""
+        from xent import _options
+
+        return _options.dense_rows(self, labels, logits, axis, options)
+
+    def sparse_softmax_cross_entropy_with_options(self, labels: Array, logits: Array,
+                                                  axis: int, options: Any) -> Array:
+        """The per-row sparse loss with ``options`` (``xent._options.sparse_rows``)."""
+        from xent import _options
+
+        return _options.sparse_rows(self, labels, logits, axis, options)
+
+    # Array operations the options are composed from. Arguments are this backend's arrays
+    # (or Python scalars where noted); NumPy broadcasting rules throughout.
+    def where(self, condition: Array, x: Any, y: Any) -> Array:
+        """``x`` where ``condition`` else ``y``; either may be a Python scalar (taking the
+        other's dtype)."""
+        raise NotImplementedError(f"{self.name}: loss options need Backend.where")
+
+    def equal(self, x: Array, value: int) -> Array:
+        """Elementwise ``x == value`` (boolean)."""
+        raise NotImplementedError(f"{self.name}: loss options need Backend.equal")
+
+    def not_equal(self, x: Array, value: int) -> Array:
+        """Elementwise ``x != value`` (boolean)."""
+        raise NotImplementedError(f"{self.name}: loss options need Backend.not_equal")
+
+    def expand_dims(self, x: Array, axis: int) -> Array:
+        raise NotImplementedError(f"{self.name}: loss options need Backend.expand_dims")
+
+    def in_range(self, index: Array, num_classes: Any) -> Array:
+        """Elementwise ``0 <= index < num_classes`` (boolean)."""
+        raise NotImplementedError(f"{self.name}: loss options need Backend.in_range")
+
+    def one_hot(self, index: Array, like: Array, axis: int) -> Array:
+        """One-hot of in-range ``index`` along ``axis``: the shape and dtype of ``like``."""
+        raise NotImplementedError(f"{self.name}: loss options need Backend.one_hot")
+
+    def take(self, table: Array, index: Array) -> Array:
+        """``table[index]`` for a 1-D ``table``; an index out of range gives any finite value
+        (its row is NaN or ignored anyway)."""
+        raise NotImplementedError(f"{self.name}: loss options need Backend.take")
+
+    def along(self, vector: Array, axis: int, like: Array) -> Array:
+        """A ``[C]`` vector shaped to broadcast along ``axis`` of ``like``."""
+        raise NotImplementedError(f"{self.name}: loss options need Backend.along")
+
+    def row_dot(self, labels: Array, vector: Array, axis: int) -> Array:
+        """``sum_c labels_c * vector_c`` along ``axis``, in the dtype of ``labels``."""
+        raise NotImplementedError(f"{self.name}: loss options need Backend.row_dot")
+
+    def broadcast_like(self, x: Array, like: Array) -> Array:
+        """``x`` broadcast to the shape of ``like``."""
+        raise NotImplementedError(f"{self.name}: loss options need Backend.broadcast_like")
+
+    def total(self, x: Array) -> Array:
+        """The sum of every element (float32 accumulation for 16-bit floats, returned so)."""
+        raise NotImplementedError(f"{self.name}: loss options need Backend.total")
+
+    def count(self, mask: Array, like: Array) -> Array:
+        """The number of True elements, as a float in what :meth:`total` returns for
+        ``like``."""
+        raise NotImplementedError(f"{self.name}: loss options need Backend.count")
+
+    def divide(self, total: Array, denominator: Array, like: Array) -> Array:
+        """``total / denominator`` (``0 / 0`` is NaN) in the dtype of ``like``."""
+        raise NotImplementedError(f"{self.name}: loss options need Backend.divide")
+
+    def class_count(self, logits: Array, axis: int, dtype: str | None) -> Any:
+        """``C`` at run time (only where the shape is unknown while tracing), as ``dtype``
+        (None: an integer)."""
+        raise NotImplementedError(f"{self.name}: the class count is static on {self.name}")
+
     # -- conformance hooks -----------------------------------------------------------------
     def run(self, mode: str, fn: Callable[..., Array], *args: np.ndarray) -> np.ndarray:
         """Convert the NumPy ``args`` to this framework, call ``fn`` on them in ``mode``

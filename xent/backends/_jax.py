@@ -31,6 +31,7 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from xent.backends._base import Backend
+from xent.backends._jax_options import JaxArrayOps
 
 Array = Any
 _HALF = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
@@ -174,7 +175,7 @@ def _x64_for(*arrays: np.ndarray) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
-class JaxBackend(Backend):
+class JaxBackend(JaxArrayOps, Backend):
     name = "jax"
     module = "jax"
     modes = ("eager", "jit")

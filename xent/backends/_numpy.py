@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from xent import _options
 from xent.backends import _numpy_kernels as kernels
+from xent.backends import _numpy_options as options
 from xent.backends import _numpy_small as small
 from xent.backends import _numpy_tiles as tiles
 from xent.backends._base import Backend, numpy_dtype_name
@@ -46,7 +48,7 @@ def _direct_rows(logits: np.ndarray, axis: int) -> np.ndarray | None:
     return None
 
 
-class NumpyBackend(Backend):
+class NumpyBackend(options.NumpyArrayOps, Backend):
     name = "numpy"
     module = "numpy"
     modes = ("eager",)
@@ -174,6 +176,25 @@ class NumpyBackend(Backend):
             return kernels.sparse_loss(picked, x, scratch("e", x.shape, x.dtype))
 
         return self._reduce_rows(logits, layout, sparse_rows)
+
+    # -- options: composed on whole arrays when small, else tile by tile -------------------
+    def softmax_cross_entropy_with_options(
+        self, labels: np.ndarray, logits: np.ndarray, axis: int, opt: _options.Options
+    ) -> np.ndarray:
+        if logits.size <= tiles.TILE_ELEMENTS:
+            with quiet():  # float64 NumPy weights are cast here, not before (no copies)
+                loss = _options.dense_rows(self, labels, logits, axis, opt)
+            return loss.astype(logits.dtype, copy=False)
+        return options.dense_tiled(self, labels, logits, axis, opt)
+
+    def sparse_softmax_cross_entropy_with_options(
+        self, labels: np.ndarray, logits: np.ndarray, axis: int, opt: _options.Options
+    ) -> np.ndarray:
+        if logits.size <= tiles.TILE_ELEMENTS:
+            with quiet():
+                loss = _options.sparse_rows(self, labels, logits, axis, opt)
+            return loss.astype(logits.dtype, copy=False)
+        return options.sparse_tiled(self, labels, logits, axis, opt)
 
     # -- tiling ---------------------------------------------------------------------------
     def _map_rows(self, logits: np.ndarray, axis: int, kernel: Any) -> np.ndarray:

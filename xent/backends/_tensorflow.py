@@ -20,6 +20,7 @@ import tensorflow as tf
 from xent.backends import _tensorflow_modes
 from xent.backends import _tensorflow_ops as ops
 from xent.backends._base import Backend
+from xent.backends._tensorflow_options import TensorFlowArrayOps
 
 _HALF = (tf.float16, tf.bfloat16)
 
@@ -46,7 +47,7 @@ def _returned(value: tf.Tensor, like: Any) -> tf.Tensor:
     return value if value.dtype == like.dtype.base_dtype else tf.cast(value, like.dtype)
 
 
-class TensorFlowBackend(Backend):
+class TensorFlowBackend(TensorFlowArrayOps, Backend):
     name = "tensorflow"
     module = "tensorflow"
     modes = ("eager", "function", "graph")

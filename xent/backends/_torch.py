@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from xent.backends import _torch_ops as ops
 from xent.backends._base import Backend
+from xent.backends._torch_options import TorchArrayOps
 
 _HALF = (torch.float16, torch.bfloat16)
 _DTYPE_NAMES: dict[torch.dtype, str] = {}
@@ -51,7 +52,7 @@ def _from_numpy(value: Any) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
-class TorchBackend(Backend):
+class TorchBackend(TorchArrayOps, Backend):
     """torch tensors on any device; eager autograd and ``torch.func`` transforms."""
 
     name = "torch"

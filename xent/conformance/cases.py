@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import functools
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,7 @@ class Inputs:
     labels: np.ndarray  # dense, in the target dtype
     sparse: np.ndarray | None  # integer class indices, or None
     axis: int  # as given to xent (may be negative)
+    options: Mapping[str, Any] = field(default_factory=dict)  # loss options, NumPy values
 
     @property
     def exact_logits(self) -> np.ndarray:
@@ -58,7 +60,9 @@ class Case:
     ``v1`` adds the ``compat.v1`` gradient checks (no label gradient; logits gradient as
     TF2's): they differ from TF2's only by a ``stop_gradient``, so a few cases that stress
     it (masks, NaN rows, soft labels, another axis) carry them, to keep the suite fast.
-    ``kind`` is ``"values"``, or ``"out_of_range"`` for the sparse-label range check."""
+    ``kind`` is ``"values"``, or ``"out_of_range"`` for the sparse-label range check.
+    ``options(rng, logits, labels, sparse)`` gives the loss options every call of the case
+    passes (DESIGN section 6), NumPy values exact in every dtype; None: no options."""
 
     name: str
     doc: str
@@ -67,6 +71,7 @@ class Case:
     relative: frozenset[str] = field(default_factory=frozenset)
     v1: bool = False
     kind: str = "values"
+    options: Callable[..., dict[str, Any]] | None = None
 
 
 def _one_hot(index: np.ndarray, num_classes: int, axis: int = -1) -> np.ndarray:
@@ -211,6 +216,91 @@ def _out_of_range(rng: np.random.Generator, dtype: str) -> Built:
     return rng.normal(size=(R, C)), _labels(rng), OUT_OF_RANGE_LABELS
 
 
+# -- loss options (DESIGN section 6): dyadic values, exact in every dtype ---------------------
+def _dyadic(rng: np.random.Generator, size: Any, low: int = 0, high: int = 12) -> np.ndarray:
+    """Random multiples of 1/4 in [low/4, high/4]."""
+    return rng.integers(low, high + 1, size=size) / 4
+
+
+def _keep(rng: np.random.Generator, shape: tuple[int, ...], axis: int = -1) -> np.ndarray:
+    """A random ``where`` mask that keeps at least one class in every row."""
+    mask = rng.random(shape) < 0.7
+    first = np.moveaxis(mask, axis, -1)
+    first[..., rng.integers(0, shape[axis])] = True
+    return mask
+
+
+def _with(**make: Callable[..., Any]) -> Callable[..., dict[str, Any]]:
+    """An options builder: each keyword maps to ``f(rng, logits, labels, sparse)``."""
+    def build(rng: np.random.Generator, x: np.ndarray, y: np.ndarray,
+              sparse: np.ndarray | None) -> dict[str, Any]:
+        return {k: f(rng, x, y, sparse) for k, f in make.items()}
+    return build
+
+
+def _row_weights(rng: np.random.Generator, x: np.ndarray, *_: Any) -> np.ndarray:
+    w = _dyadic(rng, x.shape[:-1])
+    w[0] = 0.0  # a row of weight 0
+    return w
+
+
+def _class_weights(rng: np.random.Generator, x: np.ndarray, *_: Any) -> np.ndarray:
+    return _dyadic(rng, x.shape[-1], 1, 12)
+
+
+def _where_mask(rng: np.random.Generator, x: np.ndarray, *_: Any) -> np.ndarray:
+    return _keep(rng, x.shape)
+
+
+def _smoothing(e: float) -> Callable[..., float]:
+    return lambda *_: e
+
+
+def _excluded_nan(rng: np.random.Generator, dtype: str) -> Built:
+    """Logits with NaN at classes the ``where`` of the case excludes (never read)."""
+    x = rng.normal(size=(R, C))
+    k = rng.integers(0, C, R)
+    return x, _one_hot(k, C), k
+
+
+def _where_nan_options(rng: np.random.Generator, x: np.ndarray, y: np.ndarray,
+                       sparse: np.ndarray | None) -> dict[str, Any]:
+    mask = _keep(rng, x.shape)
+    mask[1, 0:2] = False  # row 1's label may sit on an excluded class: it contributes 0
+    x[~mask] = np.nan  # the builder's float64 logits, before rounding: NaN where excluded
+    return {"where": mask}
+
+
+def _ignored(rng: np.random.Generator, dtype: str) -> Built:
+    x = rng.normal(size=(R, C))
+    k = rng.integers(0, C, R)
+    k[[1, 4]] = IGNORE
+    x[4] = np.nan  # an ignored row is never read: loss 0, gradient 0, even with NaN logits
+    y = _one_hot(np.where(k == IGNORE, 0, k), C) * (k != IGNORE)[:, None]
+    return x, y, k
+
+
+def _masked_options(rng: np.random.Generator, x: np.ndarray, y: np.ndarray,
+                    sparse: np.ndarray | None) -> dict[str, Any]:
+    # every -inf class excluded by where (so smoothing gives them no share), plus smoothing
+    # and class weights: finite losses
+    return {"where": np.isfinite(x), "label_smoothing": 0.125,
+            "class_weights": _dyadic(rng, x.shape[-1], 1, 12)}
+
+
+def _rank3_options(rng: np.random.Generator, x: np.ndarray, y: np.ndarray,
+                   sparse: np.ndarray | None) -> dict[str, Any]:
+    # shape (3, 4, 5), classes on axis 1: a (4, 1) mask, (5,) row weights: both broadcast
+    mask = rng.random((4, 1)) < 0.7
+    mask[2] = True
+    return {"where": mask, "weights": _dyadic(rng, 5), "class_weights": _dyadic(rng, 4, 1, 8),
+            "label_smoothing": 0.25}
+
+
+#: ``ignore_index`` of the option cases (torch's default).
+IGNORE = -100
+
+
 #: The sparse labels of ``sparse_out_of_range``: 7 and -1 are outside ``[0, 6)``.
 OUT_OF_RANGE_LABELS = np.array([7, -1, 2, 0, 5, 1, 3, 4], np.int64)
 
@@ -252,6 +342,34 @@ CATALOG: tuple[Case, ...] = (
     Case("sparse_out_of_range", "sparse labels 7 and -1 with C = 6: ValueError naming them in "
          "eager modes, NaN in those rows in tracing modes", _out_of_range,
          kind="out_of_range"),
+    # loss options (DESIGN section 6)
+    Case("opt_weights", "row weights (one of them 0)", _random(1.0),
+         options=_with(weights=_row_weights)),
+    Case("opt_class_weights", "class weights", _random(1.0),
+         options=_with(class_weights=_class_weights)),
+    Case("opt_smoothing", "label smoothing 0.1", _random(3.0),
+         options=_with(label_smoothing=_smoothing(0.1))),
+    Case("opt_where", "a where mask; NaN logits at the excluded classes (never read); a "
+         "label on an excluded class contributes 0", _excluded_nan,
+         options=_where_nan_options),
+    Case("opt_ignore_index", "sparse labels -100 ignored (one such row has NaN logits)",
+         _ignored, options=_with(ignore_index=lambda *_: IGNORE,
+                                 class_weights=_class_weights)),
+    Case("opt_combined", "every option at once, soft labels", _soft_labels,
+         options=_with(weights=_row_weights, class_weights=_class_weights,
+                       label_smoothing=_smoothing(0.25), where=_where_mask)),
+    Case("opt_masked", "-inf logits excluded by where, with smoothing and class weights "
+         "(finite)", _masked, options=_masked_options),
+    Case("opt_masked_smoothing", "-inf logits kept, with smoothing: +inf (the true value)",
+         _masked, options=_with(label_smoothing=_smoothing(0.125))),
+    Case("opt_nan_row", "a NaN row with every option: NaN in that row only", _nan_row,
+         options=_with(weights=_row_weights, class_weights=_class_weights,
+                       label_smoothing=_smoothing(0.25), where=_where_mask)),
+    Case("opt_unnormalised", "unnormalised labels with smoothing and class weights",
+         _unnormalised_labels, options=_with(class_weights=_class_weights,
+                                             label_smoothing=_smoothing(0.5))),
+    Case("opt_rank3_axis1", "rank 3 (3, 4, 5), class axis 1, broadcast where and weights, "
+         "smoothing, class weights", _rank3(1), axis=1, options=_rank3_options),
 )
 
 BY_NAME = {case.name: case for case in CATALOG}
@@ -267,15 +385,16 @@ def inputs(name: str, dtype: str) -> Inputs:
     case = BY_NAME[name]
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     logits, labels, sparse = case.build(rng, dtype)
+    options = {} if case.options is None else case.options(rng, logits, labels, sparse)
     target = _np_dtype(dtype)
     y = labels.astype(target)
     if sparse is None and _is_one_hot(labels, case.axis):
         sparse = np.argmax(labels, axis=case.axis).astype(np.int64)
     x = logits.astype(target)
-    for a in (x, y, sparse):
-        if a is not None:
+    for a in (x, y, sparse, *options.values()):
+        if isinstance(a, np.ndarray):
             a.setflags(write=False)
-    return Inputs(x, y, sparse, case.axis)
+    return Inputs(x, y, sparse, case.axis, options)
 
 
 @functools.cache
@@ -289,7 +408,7 @@ def tangents(name: str, dtype: str) -> tuple[np.ndarray, np.ndarray | None]:
     rng = np.random.default_rng(zlib.crc32(f"{name}/tangents".encode()))
     target = _np_dtype(dtype)
     dx = (rng.integers(-16, 17, size=inp.logits.shape) / 8).astype(target)
-    masked = bool(np.isneginf(inp.logits.astype(np.float64)).any())
+    masked = bool(np.isneginf(inp.logits.astype(np.float64)).any()) or "where" in inp.options
     dy = None if masked else (rng.integers(-16, 17, size=inp.labels.shape) / 8).astype(target)
     for a in (dx, dy):
         if a is not None:

@@ -24,6 +24,8 @@ jvp_softmax     ``p_c * (scale(jvp_log_softmax)_c + |t_c| (1 + |logits_c| +     
 jvp_loss        ``sum_c |dx_c| (scale(dlogits)_c + |dlogits_c|) + |dy_c|          8
                 (|logits_c| + |lse| + |dlabels_c|)``
 jvp_sparse_loss as jvp_loss, with sparse_dlogits and no dy                        8
+loss_mean, ...  (option cases) ``(sum_r scale_r + n sum_r |loss_r|) / |denominator|   8
+                + n |exact|``: the rows' scales, and the rounding of two sums of n
 relative        ``|exact|`` (metric ``eps*|exact|``) where a case asks for it   32
                 and the backend promises it (``Backend.relative_accuracy``):
                 loss, sparse_loss, log_softmax of case ``confident``
@@ -68,7 +70,8 @@ RELATIVE = "eps*|exact|"
 #: (about 2500 eps) fails by far.
 TOLERANCE: dict[str, float] = dict.fromkeys(
     ("softmax", "log_softmax", "loss", "sparse_loss", "dlogits", "dlabels", "sparse_dlogits",
-     "v1_dlogits", "jvp_softmax", "jvp_log_softmax", "jvp_loss", "jvp_sparse_loss"), 8.0)
+     "v1_dlogits", "jvp_softmax", "jvp_log_softmax", "jvp_loss", "jvp_sparse_loss",
+     "loss_mean", "loss_weighted_mean", "sparse_loss_mean", "sparse_loss_weighted_mean"), 8.0)
 #: Tolerance of the relative metric, where a case asks for it: ``log1p``-style kernels stay
 #: below 7 units (the ``exp(logits - max)`` terms carry ``eps * |logits - max|`` each).
 RELATIVE_TOLERANCE = 32.0

@@ -54,11 +54,14 @@ from xent.backends import Backend
 from xent.compat.v1 import nn as v1nn
 from xent.conformance import cases, metric
 from xent.conformance.reference import Exact, exact
+from xent.conformance.reference_options import exact_with_options
 
 VALUES = ("softmax", "log_softmax", "loss", "sparse_loss")
 GRADIENTS = ("dlogits", "dlabels", "sparse_dlogits", "v1_dlogits", "v1_dlabels")
 FORWARD = ("jvp_softmax", "jvp_log_softmax", "jvp_loss", "jvp_sparse_loss")
-QUANTITIES = VALUES + GRADIENTS + FORWARD
+#: the reductions of the option cases (values only)
+REDUCED = ("loss_mean", "loss_weighted_mean", "sparse_loss_mean", "sparse_loss_weighted_mean")
+QUANTITIES = VALUES + REDUCED + GRADIENTS + FORWARD
 _REFERENCE_OF = {"v1_dlogits": "dlogits"}
 #: the value a gradient or jvp call returns with it, and the quantity it must match
 _VALUE_OF = {"dlogits": "loss", "sparse_dlogits": "sparse_loss", "v1_dlogits": "loss",
@@ -132,6 +135,9 @@ class Evaluation:
 def reference(name: str, dtype: str) -> dict[str, Exact]:
     """The exact reference of case ``name`` in ``dtype`` (cached, shared by equal inputs)."""
     inp = cases.inputs(name, dtype)
+    if inp.options:
+        return exact_with_options(inp.exact_logits, inp.exact_labels, inp.sparse,
+                                  inp.class_axis, inp.options, _exact_tangents(name, dtype))
     sparse = inp.sparse
     if sparse is not None:
         num_classes = inp.logits.shape[inp.class_axis]
@@ -141,6 +147,11 @@ def reference(name: str, dtype: str) -> dict[str, Exact]:
                      None if sparse is None else sparse.tobytes(), inp.class_axis,
                      dx.astype(np.float64).tobytes(),
                      None if dy is None else dy.astype(np.float64).tobytes())
+
+
+def _exact_tangents(name: str, dtype: str) -> tuple[np.ndarray, np.ndarray | None]:
+    dx, dy = cases.tangents(name, dtype)
+    return dx.astype(np.float64), None if dy is None else dy.astype(np.float64)
 
 
 @functools.cache
@@ -157,9 +168,14 @@ def _exact_of(x: bytes, shape: tuple[int, ...], y: bytes, s: bytes | None,
 
 
 @functools.cache
-def functions(axis: int, backend: Backend) -> dict[str, Callable[..., Any]]:
-    """The calls under test for ``axis`` (stable objects, so jit caches can hit); each first
-    checks that its logits dispatch to ``backend``."""
+def functions(name: str, dtype: str, backend: Backend) -> dict[str, Callable[..., Any]]:
+    """The calls under test for case ``name`` in ``dtype`` (stable objects, so jit caches
+    can hit), with the case's options; each first checks that its logits dispatch to
+    ``backend``."""
+    inp = cases.inputs(name, dtype)
+    axis, options = inp.axis, dict(inp.options)
+    where = {"where": options["where"]} if "where" in options else {}
+    dense = {k: v for k, v in options.items() if k != "ignore_index"}
 
     def mine(x: Any) -> Any:
         owner = _dispatch.owner(x)
@@ -168,13 +184,23 @@ def functions(axis: int, backend: Backend) -> dict[str, Callable[..., Any]]:
                             f"{backend.name}.run dispatches to backend {owner.name!r}")
         return x
 
+    def loss(reduction: str) -> Callable[..., Any]:
+        return lambda y, x: xent.softmax_cross_entropy_with_logits(
+            labels=y, logits=mine(x), axis=axis, reduction=reduction, **dense)
+
+    def sparse_loss(reduction: str) -> Callable[..., Any]:
+        return lambda y, x: xent.sparse_softmax_cross_entropy_with_logits(
+            labels=y, logits=mine(x), axis=axis, reduction=reduction, **options)
+
     return {
-        "softmax": lambda x: xent.softmax(mine(x), axis),
-        "log_softmax": lambda x: xent.log_softmax(mine(x), axis),
-        "loss": lambda y, x: xent.softmax_cross_entropy_with_logits(
-            labels=y, logits=mine(x), axis=axis),
-        "sparse_loss": lambda y, x: xent.sparse_softmax_cross_entropy_with_logits(
-            labels=y, logits=mine(x), axis=axis),
+        "softmax": lambda x: xent.softmax(mine(x), axis, **where),
+        "log_softmax": lambda x: xent.log_softmax(mine(x), axis, **where),
+        "loss": loss("none"),
+        "sparse_loss": sparse_loss("none"),
+        "loss_mean": loss("mean"),
+        "loss_weighted_mean": loss("weighted_mean"),
+        "sparse_loss_mean": sparse_loss("mean"),
+        "sparse_loss_weighted_mean": sparse_loss("weighted_mean"),
         "v1": lambda y, x: v1nn.softmax_cross_entropy_with_logits(
             labels=y, logits=mine(x), dim=axis),
     }
@@ -185,9 +211,10 @@ def quantities(name: str) -> list[str]:
     if cases.BY_NAME[name].kind == "out_of_range":
         return ["out_of_range"]
     sparse = cases.inputs(name, "float64").sparse is not None
-    v1 = cases.BY_NAME[name].v1
+    case = cases.BY_NAME[name]
     return [q for q in QUANTITIES
-            if (sparse or "sparse" not in q) and (v1 or not q.startswith("v1"))]
+            if (sparse or "sparse" not in q) and (case.v1 or not q.startswith("v1"))
+            and (case.options is not None or q not in REDUCED)]
 
 
 def evaluate(name: str, dtype: str, backend: Backend, mode: str) -> Evaluation:
@@ -206,7 +233,8 @@ def evaluate(name: str, dtype: str, backend: Backend, mode: str) -> Evaluation:
     with xent.use_backend(backend):
         if case.kind == "out_of_range":
             return Evaluation([_out_of_range(backend, mode, dtype, inp, refs)], {})
-        outputs, failures = _compute(backend, mode, inp, cases.tangents(name, dtype), wanted)
+        outputs, failures = _compute(backend, mode, name, dtype, inp,
+                                     cases.tangents(name, dtype), wanted)
     records = []
     for q in wanted:
         if q in GRADIENTS + FORWARD and not backend.has_autodiff:
@@ -263,9 +291,10 @@ Call = tuple[tuple["str | None", ...], str, Callable[..., Any], tuple[np.ndarray
              tuple["np.ndarray | None", ...]]
 
 
-def _plan(backend: Backend, inp: cases.Inputs, tangents: tuple[np.ndarray, Any]) -> list[Call]:
+def _plan(backend: Backend, name: str, dtype: str, inp: cases.Inputs,
+          tangents: tuple[np.ndarray, Any]) -> list[Call]:
     """Every call a case may need."""
-    fns = functions(inp.axis, backend)
+    fns = functions(name, dtype, backend)
     dx, dy = tangents
     plan: list[Call] = [
         (("softmax",), "run", fns["softmax"], (inp.logits,), ()),
@@ -280,6 +309,9 @@ def _plan(backend: Backend, inp: cases.Inputs, tangents: tuple[np.ndarray, Any])
          (inp.logits,), (dx,)),
         (("jvp_loss:value", "jvp_loss"), "jvp", fns["loss"], (inp.labels, inp.logits),
          (dy, dx)),
+        (("loss_mean",), "run", fns["loss_mean"], (inp.labels, inp.logits), ()),
+        (("loss_weighted_mean",), "run", fns["loss_weighted_mean"], (inp.labels, inp.logits),
+         ()),
     ]
     if inp.sparse is not None:
         plan += [
@@ -288,16 +320,21 @@ def _plan(backend: Backend, inp: cases.Inputs, tangents: tuple[np.ndarray, Any])
              (inp.sparse, inp.logits), ()),
             (("jvp_sparse_loss:value", "jvp_sparse_loss"), "jvp", fns["sparse_loss"],
              (inp.sparse, inp.logits), (None, dx)),
+            (("sparse_loss_mean",), "run", fns["sparse_loss_mean"], (inp.sparse, inp.logits),
+             ()),
+            (("sparse_loss_weighted_mean",), "run", fns["sparse_loss_weighted_mean"],
+             (inp.sparse, inp.logits), ()),
         ]
     return plan
 
 
-def _compute(backend: Backend, mode: str, inp: cases.Inputs, tangents: tuple[np.ndarray, Any],
+def _compute(backend: Backend, mode: str, name: str, dtype: str, inp: cases.Inputs,
+             tangents: tuple[np.ndarray, Any],
              wanted: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
     """Every wanted quantity as NumPy, and the quantities whose call failed (with why)."""
     outputs: dict[str, Any] = {}
     failures: dict[str, str] = {}
-    for keys, how, fn, originals, directions in _plan(backend, inp, tangents):
+    for keys, how, fn, originals, directions in _plan(backend, name, dtype, inp, tangents):
         names = [k for k in keys if k is not None and ":" not in k and k in wanted]
         if not names or (how != "run" and not backend.has_autodiff):
             continue
@@ -353,7 +390,7 @@ def _out_of_range(backend: Backend, mode: str, dtype: str, inp: cases.Inputs,
     sparse = inp.sparse
     assert sparse is not None  # the out-of-range case has sparse labels
     try:
-        got = backend.run(mode, functions(inp.axis, backend)["sparse_loss"],
+        got = backend.run(mode, functions("sparse_out_of_range", dtype, backend)["sparse_loss"],
                           sparse.copy(), inp.logits.copy())
     except ValueError as error:
         if tracing:
