@@ -81,6 +81,7 @@ def _options(be: Backend, logits: Array, shape: tuple[int | None, ...], dtype: s
     """Every option validated once and converted to the backend of ``logits``."""
     num_classes = shape[axis]
     loss_shape = shape[:axis] + shape[axis + 1 :]
+    smoothing = _validate.check_label_smoothing(label_smoothing)
     return Options(
         weights=None if weights is None else _option_array(
             be, weights, "weights", logits,
@@ -88,7 +89,8 @@ def _options(be: Backend, logits: Array, shape: tuple[int | None, ...], dtype: s
         class_weights=None if class_weights is None else _option_array(
             be, class_weights, "class_weights", logits,
             lambda s, d: _validate.check_class_weights(s, d, num_classes), dtype),
-        label_smoothing=_validate.check_label_smoothing(label_smoothing),
+        label_smoothing=smoothing,
+        smooths=smoothing != 0.0,
         where=None if where is None else _option_array(
             be, where, "where", logits, lambda s, d: _validate.check_where(s, d, shape), None),
         ignore_index=None if ignore_index is None else _validate.check_ignore_index(

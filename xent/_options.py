@@ -33,19 +33,22 @@ class Options:
 
     ``weights``: broadcastable to the loss shape, in the logits' dtype (NumPy: any real
     dtype, cast block by block). ``class_weights``: ``[C]``, likewise. ``where``: boolean,
-    broadcastable to the logits. ``num_classes``: ``C`` when known statically, else None."""
+    broadcastable to the logits. ``smooths``: whether ``label_smoothing`` is non-zero (the
+    value itself may be a traced scalar: JAX does not recompile per value).
+    ``num_classes``: ``C`` when known statically, else None."""
 
     weights: Array | None = None
     class_weights: Array | None = None
-    label_smoothing: float = 0.0
+    label_smoothing: Any = 0.0
     where: Array | None = None
     ignore_index: int | None = None
     num_classes: int | None = None
+    smooths: bool = False
 
     @property
     def reshapes_labels(self) -> bool:
         """Whether the labels change class by class (so sparse labels become one-hot)."""
-        return self.where is not None or self.label_smoothing != 0.0
+        return self.where is not None or self.smooths
 
 
 def dense_rows(ops: Any, labels: Array, logits: Array, axis: int, opt: Options) -> Array:
@@ -53,7 +56,7 @@ def dense_rows(ops: Any, labels: Array, logits: Array, axis: int, opt: Options) 
     x, y = logits, labels
     if opt.where is not None:
         x = ops.where(opt.where, x, -_INF)
-    if opt.label_smoothing:
+    if opt.smooths:
         e = opt.label_smoothing
         y = y * (1.0 - e) + e / _classes(ops, logits, axis, opt)
     if opt.where is not None:

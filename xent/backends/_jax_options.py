@@ -90,9 +90,13 @@ _ARRAYS = ("weights", "class_weights", "where")
 
 
 def _split(opt: _options.Options) -> tuple[dict[str, Array], _options.Options]:
-    """The options' arrays (traced) and the rest (static, hashable)."""
+    """The options' arrays and the smoothing (traced: no recompilation per value) and the
+    rest (static, hashable)."""
     arrays = {k: getattr(opt, k) for k in _ARRAYS if getattr(opt, k) is not None}
-    return arrays, dataclasses.replace(opt, weights=None, class_weights=None, where=None)
+    if opt.smooths:
+        arrays["label_smoothing"] = opt.label_smoothing
+    return arrays, dataclasses.replace(opt, weights=None, class_weights=None, where=None,
+                                       label_smoothing=0.0)
 
 
 def _join(arrays: dict[str, Array], static: _options.Options) -> _options.Options:
