@@ -53,3 +53,17 @@ def test_usage_errors_are_one_line_exit_2(args: list[str], message: str) -> None
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [["demo", "--backend", "numpy", "--backend", "tensorflow"],
+                                     ["map"], ["conformance", "--list"]])
+def test_no_framework_log_noise_unless_verbose(command: list[str]) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    quiet = subprocess.run([sys.executable, "-m", "xent", *command], capture_output=True,
+                           text=True, timeout=300, env=env)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    if "tensorflow" in command and "tensorflow" in requested_backends():
+        loud = subprocess.run([sys.executable, "-m", "xent", *command, "-v"],
+                              capture_output=True, text=True, timeout=300, env=env)
+        assert loud.returncode == 0
+        assert "cpu_feature_guard" in loud.stderr  # TF's C++ start-up line, shown with -v

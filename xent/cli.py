@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -22,19 +23,24 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
+    verbosity = _Parser(add_help=False)
+    verbosity.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                           help="let the frameworks print their start-up logs and warnings")
     parser = _Parser(
-        prog="xent",
+        prog="xent", parents=[verbosity],
         description="Softmax cross-entropy that gives the same answer on every framework.",
     )
     parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
+    quiet = [verbosity]  # -v after the command too: `xent demo -v`
 
-    demo = commands.add_parser("demo", help="the worked example on every installed backend")
+    demo = commands.add_parser("demo", parents=quiet,
+                               help="the worked example on every installed backend")
     demo.add_argument("--backend", action="append", metavar="NAME",
                       help="only this backend (repeatable); default: every installed one")
 
-    conf = commands.add_parser("conformance", help="run the conformance suite")
+    conf = commands.add_parser("conformance", parents=quiet, help="run the conformance suite")
     conf.add_argument("--backend", action="append", metavar="NAME",
                       help="only this backend (repeatable); default: every installed one")
     conf.add_argument("--dtype", action="append", metavar="DTYPE",
@@ -46,10 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     conf.add_argument("--json", metavar="PATH", help="also write every result to PATH as JSON")
     conf.add_argument("--list", action="store_true", help="list the cases and exit")
 
-    mapping = commands.add_parser("map", help="print the TF1 -> TF2 -> xent mapping")
+    mapping = commands.add_parser("map", parents=quiet,
+                                  help="print the TF1 -> TF2 -> xent mapping")
     mapping.add_argument("--format", choices=("table", "markdown", "json"), default="table")
 
-    migrate = commands.add_parser("migrate", help="rewrite TF1 source for TF2 or xent")
+    migrate = commands.add_parser("migrate", parents=quiet,
+                                  help="rewrite TF1 source for TF2 or xent")
     migrate.add_argument("paths", nargs="+", metavar="PATH",
                          help="Python files, notebooks or directories")
     migrate.add_argument("--to", choices=("tf2", "xent"), default="tf2")
@@ -73,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except UsageError as error:
         return _fail(str(error))
+    if not getattr(args, "verbose", False):
+        _quiet_frameworks()
     try:
         module = importlib.import_module(_COMMANDS[args.command])
         return int(module.main(args) or 0)
@@ -80,6 +90,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"xent {args.command}: {error}")
     except KeyboardInterrupt:
         return 130
+
+
+def _quiet_frameworks() -> None:
+    """No framework start-up noise (TensorFlow's C++ log lines, Python warnings) unless
+    ``-v``; an explicit ``TF_CPP_MIN_LOG_LEVEL`` in the environment wins."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def _fail(message: str) -> int:
