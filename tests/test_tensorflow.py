@@ -228,9 +228,10 @@ def test_a_bad_row_is_nan_and_only_that_row(mode: str, bad: str) -> None:
     assert np.isfinite(np.delete(dlogits, 2, axis=0)).all()
 
 
-def test_tf_softmax_leaves_part_of_a_bad_row_finite_and_xent_does_not() -> None:
-    x = tf.constant([[0.5, INF, 1.0], [NAN, 1.0, 2.0]])
-    assert not np.isnan(tf.nn.softmax(x).numpy()).all()  # the quirk worked around
+def test_softmax_of_a_row_with_nan_or_inf_is_all_nan() -> None:
+    # TF's softmax kernel has left part of such a row finite (xent's softmax does not rely
+    # on the kernel for this); on some CPUs it gives all NaN itself
+    x = tf.constant([[0.5, INF, 1.0], [NAN, 1.0, 2.0], [-INF, -INF, -INF]])
     assert np.isnan(xent.softmax(x).numpy()).all()
 
 
@@ -479,8 +480,7 @@ def test_conversion_helpers() -> None:
         p = tf.compat.v1.placeholder(tf.int64, [None, 2])
         assert TF.shape(p) == (None, 2)
         assert TF.first_out_of_range(p, 3) is None  # symbolic: never read
-        with pytest.raises(ValueError, match="unknown rank"):
-            TF.shape(tf.compat.v1.placeholder(tf.float32))
+        assert TF.shape(tf.compat.v1.placeholder(tf.float32)) is None  # unknown rank
 
 
 def test_run_hook_round_trips_numpy_in_every_mode() -> None:

@@ -32,9 +32,10 @@ def _keyword_only(fn: F) -> F:
 
 def _prepare(
     logits: Array, labels: Array, axis: object, backend: str | Backend | None
-) -> tuple[Backend, Array, bool, tuple[int | None, ...], str, int]:
+) -> tuple[Backend, Array, bool, tuple[int | None, ...] | None, str, int]:
     """Pick the backend, bring ``logits`` to it and check them: ``(backend, logits,
-    labels_are_neutral, shape, dtype name, axis)``. One call: this is the hot path."""
+    labels_are_neutral, shape, dtype name, axis)``. One call: this is the hot path.
+    ``shape`` is None for an unknown rank; ``axis`` is then as given, maybe negative."""
     logits_owner = owner(logits, "logits")
     labels_owner = None if labels is None else owner(labels, "labels")
     be = pick(logits_owner, labels_owner, backend)
@@ -178,7 +179,7 @@ def sparse_softmax_cross_entropy_with_logits(
             labels = be.asarray(labels, like=logits)
     else:
         _validate.check_sparse_labels(be.shape(labels), be.dtype_name(labels), shape, axis)
-    num_classes = shape[axis]
+    num_classes = None if shape is None else shape[axis]  # None: unknown while tracing
     if num_classes is not None:
         bad = be.first_out_of_range(labels, num_classes)
         if bad is not None:

@@ -65,8 +65,11 @@ class Backend:
         imported, once per type: the answer is cached by ``type(x)``)."""
         raise NotImplementedError
 
-    def shape(self, x: Array) -> tuple[int | None, ...]:
-        """Static shape, with ``None`` for dimensions unknown while tracing."""
+    def shape(self, x: Array) -> tuple[int | None, ...] | None:
+        """Static shape, with ``None`` for dimensions unknown while tracing; ``None`` for a
+        rank unknown while tracing (TF graphs). Then the math methods get ``axis`` as the
+        caller gave it (possibly negative) and must check the rank, the axis and the shapes
+        of labels and logits when the graph runs (messages: ``xent._validate``'s templates)."""
         return tuple(x.shape)
 
     def dtype_name(self, x: Array) -> str:
@@ -101,7 +104,7 @@ class Backend:
         """``"sum"`` or ``"mean"`` of all elements (``"none"`` never reaches here)."""
         return loss.sum() if reduction == "sum" else loss.mean()
 
-    # -- math (arguments validated, axis a non-negative int) -------------------------------
+    # -- math (arguments validated, axis a non-negative int; as given if the rank is unknown)
     def softmax(self, logits: Array, axis: int) -> Array:
         raise NotImplementedError
 
