@@ -196,3 +196,12 @@ def _missing(args: tuple[Any, ...], labels: Any, logits: Any, function: str) -> 
 
 
 use_backend = _dispatch.use_backend
+
+
+# TensorFlow's autograph would convert these, and the dispatch and imports below them, when
+# the first xent call of a process is traced (the TF backend tells autograph to leave all of
+# xent alone only once it is imported): an autograph artifact is called as it is. The
+# attribute is autograph's marker, set without importing TensorFlow.
+for _public in (softmax, log_softmax, softmax_cross_entropy_with_logits,
+                sparse_softmax_cross_entropy_with_logits):
+    _public.autograph_info__ = frozenset()  # type: ignore[attr-defined]
