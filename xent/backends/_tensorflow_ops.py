@@ -16,6 +16,11 @@ The gradients (``tf.custom_gradient``) reuse the forward's ``e``:
 ``d/dlogits = softmax * sum(labels) - labels`` (TF's kernel gives ``softmax - labels``, wrong
 for unnormalised labels) and ``d/dlabels = log_z - d``, ``+inf`` at a masked class.
 
+Under TF's transforms: the ops of a custom gradient's forward are recorded as well, so
+``tf.autodiff.ForwardAccumulator`` differentiates the forward formula itself and nested
+tapes differentiate the gradient's own ops (Hessians); every op used has an XLA kernel and a
+``tf.vectorized_map`` rule. Negative axes work without a known rank.
+
 Everything here works on any floating dtype; the caller runs float16/bfloat16 in float32.
 """
 
