@@ -4,14 +4,16 @@ Dense: ``xent.softmax_cross_entropy_with_logits`` vs ``tf.nn.softmax_cross_entro
 sparse: ``xent.sparse_softmax_cross_entropy_with_logits`` vs
 ``tf.nn.sparse_softmax_cross_entropy_with_logits``. Forward, and forward + backward (the
 gradient of the summed loss with respect to the logits through ``tf.GradientTape``), in
-eager mode and inside ``tf.function``. float32, one-hot labels (the same for both ops).
+eager mode and inside ``tf.function`` (and, with ``--modes xla``, inside
+``tf.function(jit_compile=True)``). float32, one-hot labels (the same for both ops).
 
 Each time is the minimum over interleaved repetitions (xent, native, xent, native, ...),
 the estimate least disturbed by other work on the machine. ratio = xent / native in wall-clock
 time (below 1: xent is faster); cpu = the same ratio in CPU time summed over the process's
 threads, the steadier number when other processes compete for the cores.
 
-    python benchmarks/backends_tensorflow.py [--quick] [--budget SECONDS] [--modes eager,function]
+    python benchmarks/backends_tensorflow.py [--quick] [--budget SECONDS]
+                                             [--modes eager,function,xla]
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def main(argv: Sequence[str] = ()) -> None:
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds of timing per table cell (default 1.5, --quick 0.4)")
     parser.add_argument("--modes", default="eager,function",
-                        help="comma-separated: eager, function (default both)")
+                        help="comma-separated: eager, function, xla (default eager,function)")
     args = parser.parse_args(list(argv))
     budget = args.budget if args.budget is not None else 0.4 if args.quick else 1.5
     modes = [m for m in args.modes.split(",") if m]
@@ -120,8 +122,9 @@ def main(argv: Sequence[str] = ()) -> None:
                     ours, native = _ops(sparse)
                     if pass_ == "fwd+bwd":
                         ours, native = _with_backward(ours), _with_backward(native)
-                    if mode == "function":
-                        ours, native = tf.function(ours), tf.function(native)
+                    if mode != "eager":
+                        ours = tf.function(ours, jit_compile=mode == "xla")
+                        native = tf.function(native, jit_compile=mode == "xla")
                     (wall, cpu), (native_wall, native_cpu) = compare(
                         lambda f=ours, y=labels: f(y, logits),
                         lambda f=native, y=labels: f(y, logits),

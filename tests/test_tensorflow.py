@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -228,9 +229,10 @@ def test_a_bad_row_is_nan_and_only_that_row(mode: str, bad: str) -> None:
     assert np.isfinite(np.delete(dlogits, 2, axis=0)).all()
 
 
-def test_tf_softmax_leaves_part_of_a_bad_row_finite_and_xent_does_not() -> None:
-    x = tf.constant([[0.5, INF, 1.0], [NAN, 1.0, 2.0]])
-    assert not np.isnan(tf.nn.softmax(x).numpy()).all()  # the quirk worked around
+def test_softmax_of_a_row_with_nan_or_inf_is_all_nan() -> None:
+    # TF's softmax kernel has left part of such a row finite (xent's softmax does not rely
+    # on the kernel for this); on some CPUs it gives all NaN itself
+    x = tf.constant([[0.5, INF, 1.0], [NAN, 1.0, 2.0], [-INF, -INF, -INF]])
     assert np.isnan(xent.softmax(x).numpy()).all()
 
 
@@ -479,8 +481,7 @@ def test_conversion_helpers() -> None:
         p = tf.compat.v1.placeholder(tf.int64, [None, 2])
         assert TF.shape(p) == (None, 2)
         assert TF.first_out_of_range(p, 3) is None  # symbolic: never read
-        with pytest.raises(ValueError, match="unknown rank"):
-            TF.shape(tf.compat.v1.placeholder(tf.float32))
+        assert TF.shape(tf.compat.v1.placeholder(tf.float32)) is None  # unknown rank
 
 
 def test_run_hook_round_trips_numpy_in_every_mode() -> None:
@@ -492,15 +493,24 @@ def test_run_hook_round_trips_numpy_in_every_mode() -> None:
         TF.run("jit", _dense, LABELS, LOGITS)
 
 
-def test_a_tensorflow_call_imports_neither_torch_nor_jax() -> None:
+def test_a_tensorflow_call_imports_neither_torch_nor_jax(tmp_path: Path) -> None:
     # `import tensorflow` itself imports jax when it is installed (tf.lite probes for it);
     # what xent must not add is any module of torch or jax, or their xent backends.
-    code = textwrap.dedent("""
+    # The first call is traced: autograph must not convert xent (it warned about dispatch's
+    # imports, whose source it cannot read). A file, not -c: autograph reads the source.
+    script = tmp_path / "first_call_traced.py"
+    script.write_text(textwrap.dedent("""
         import sys
         import tensorflow as tf
         before = set(sys.modules)
         import xent
         from xent.compat.v1 import nn
+
+        @tf.function
+        def first(x):
+            return xent.softmax_cross_entropy_with_logits(labels=[[0.0, 1.0]], logits=x)
+
+        first(tf.constant([[1.0, 2.0]]))
         x = tf.constant([[0.5, 1.5, 0.1]])
         xent.softmax_cross_entropy_with_logits(labels=[[0.0, 1.0, 0.0]], logits=x)
         xent.sparse_softmax_cross_entropy_with_logits(labels=[1], logits=x)
@@ -510,5 +520,8 @@ def test_a_tensorflow_call_imports_neither_torch_nor_jax() -> None:
                        if m.split(".")[0] in ("torch", "jax", "jaxlib")
                        or m in ("xent.backends._torch", "xent.backends._jax"))
         assert not added, added
-    """)
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "AutoGraph" not in done.stdout + done.stderr, (done.stdout + done.stderr)[-3000:]

@@ -16,6 +16,7 @@ from xent.backends import Backend
 from xent.backends._base import numpy_dtype_name
 
 Array = Any
+Shape = tuple["int | None", ...] | None  # None: a rank unknown while tracing (TF)
 F = TypeVar("F", bound=Callable[..., Any])
 _MISSING: Any = object()
 
@@ -34,9 +35,10 @@ def _keyword_only(fn: F) -> F:
 
 def _prepare(
     logits: Array, labels: Array, axis: object, backend: str | Backend | None
-) -> tuple[Backend, Array, bool, tuple[int | None, ...], str, int]:
+) -> tuple[Backend, Array, bool, tuple[int | None, ...] | None, str, int]:
     """Pick the backend, bring ``logits`` to it and check them: ``(backend, logits,
-    labels_are_neutral, shape, dtype name, axis)``. One call: this is the hot path."""
+    labels_are_neutral, shape, dtype name, axis)``. One call: this is the hot path.
+    ``shape`` is None for an unknown rank; ``axis`` is then as given, maybe negative."""
     logits_owner = owner(logits, "logits")
     labels_owner = None if labels is None else owner(labels, "labels")
     be = pick(logits_owner, labels_owner, backend)
@@ -55,7 +57,7 @@ def _neutral_labels(labels: Array) -> tuple[np.ndarray, str]:
 
 
 def _option_array(be: Backend, value: Any, name: str, logits: Array,
-                  check: Callable[[tuple[int | None, ...], str], None],
+                  check: Callable[[Shape, str], None],
                   dtype: str | None) -> Array:
     """Option ``name`` checked (``check(shape, dtype_name)``) and brought to the backend of
     ``logits``: NumPy arrays and Python sequences are converted (a sequence of numbers is
@@ -75,12 +77,13 @@ def _option_array(be: Backend, value: Any, name: str, logits: Array,
     return value if dtype is None else be.cast(value, dtype)
 
 
-def _options(be: Backend, logits: Array, shape: tuple[int | None, ...], dtype: str, axis: int,
+def _options(be: Backend, logits: Array, shape: Shape, dtype: str, axis: int,
              weights: Any, class_weights: Any, label_smoothing: Any, where: Any,
              ignore_index: Any = None) -> Options:
-    """Every option validated once and converted to the backend of ``logits``."""
-    num_classes = shape[axis]
-    loss_shape = shape[:axis] + shape[axis + 1 :]
+    """Every option validated once and converted to the backend of ``logits``. With an
+    unknown rank (``shape`` None, TF while tracing) only dtypes are checked statically."""
+    num_classes = None if shape is None else shape[axis]
+    loss_shape = None if shape is None else shape[:axis] + shape[axis + 1 :]
     smoothing = _validate.check_label_smoothing(label_smoothing)
     return Options(
         weights=None if weights is None else _option_array(
@@ -124,7 +127,7 @@ def softmax(logits: Array, axis: int = -1, *, where: Array | None = None,
     return be.softmax(logits, axis)
 
 
-def _excluded(be: Backend, logits: Array, shape: tuple[int | None, ...], axis: int,
+def _excluded(be: Backend, logits: Array, shape: Shape, axis: int,
               where: Any) -> Array:
     """``logits`` with ``-inf`` where the ``where`` mask is False (those classes do not exist)."""
     mask = _option_array(be, where, "where", logits,
@@ -284,7 +287,7 @@ def sparse_softmax_cross_entropy_with_logits(
              and type(label_smoothing) is not bool)
     opt = None if plain else _options(be, logits, shape, dtype, axis, weights, class_weights,
                                       label_smoothing, where, ignore_index)
-    num_classes = shape[axis]
+    num_classes = None if shape is None else shape[axis]  # None: unknown while tracing
     if num_classes is not None:
         checked = labels
         if opt is not None and opt.ignore_index is not None and not (
@@ -315,3 +318,12 @@ def _missing(args: tuple[Any, ...], labels: Any, logits: Any, function: str) -> 
 
 
 use_backend = _dispatch.use_backend
+
+
+# TensorFlow's autograph would convert these, and the dispatch and imports below them, when
+# the first xent call of a process is traced (the TF backend tells autograph to leave all of
+# xent alone only once it is imported): an autograph artifact is called as it is. The
+# attribute is autograph's marker, set without importing TensorFlow.
+for _public in (softmax, log_softmax, softmax_cross_entropy_with_logits,
+                sparse_softmax_cross_entropy_with_logits):
+    _public.autograph_info__ = frozenset()  # type: ignore[attr-defined]

@@ -5,6 +5,10 @@ dimensions are ``None``, dtypes as NumPy-style names such as ``"float32"``), so 
 same check and the same message apply to NumPy arrays, torch tensors, TF eager and
 graph tensors and JAX tracers alike. Each message starts with the argument it is
 about.
+
+A shape of ``None`` is an unknown rank (a TF graph tensor traced without a shape): what
+needs the rank is then left to the backend, which checks it when the graph runs with the
+message templates below (the same text, filled in with run-time values).
 """
 
 from __future__ import annotations
@@ -21,70 +25,100 @@ REDUCTIONS = ("none", "sum", "mean", "weighted_mean")
 
 Shape = Sequence["int | None"]
 
+#: Message templates, also filled in at graph run time by backends whose ranks or dimensions
+#: are unknown while tracing (TensorFlow), so that both report the same text.
+SCALAR_LOGITS = "logits: must have rank >= 1 (a class axis), got a scalar of shape ()"
+AXIS_OUT_OF_RANGE = (
+    "axis: {axis} is out of range for logits of rank {rank} (valid: {low} to {high})"
+)
+EMPTY_CLASS_AXIS = (
+    "logits: the class axis {axis} of shape {shape} has size 0; "
+    "softmax over no classes is undefined"
+)
+DENSE_LABELS_SHAPE = (
+    "labels: shape {shape} does not match logits shape {logits_shape}; dense labels must "
+    "have the shape of logits (for class indices use sparse_softmax_cross_entropy_with_logits)"
+)
+SPARSE_LABELS_SHAPE = (
+    "labels: shape {shape} does not match {expected}, the logits shape {logits_shape} "
+    "without the class axis {axis}"
+)
 
-def _fmt(shape: Shape) -> str:
+
+def _fmt(shape: Shape | None) -> str:
+    if shape is None:
+        return "(unknown rank)"
     dims = ", ".join("?" if d is None else str(d) for d in shape)
     return f"({dims},)" if len(shape) == 1 else f"({dims})"
 
 
-def normalize_axis(axis: object, rank: int) -> int:
-    """Return ``axis`` as a non-negative int, or raise TypeError / ValueError."""
+def _int_axis(axis: object) -> int:
     if type(axis) is not int:
         if isinstance(axis, bool) or not hasattr(axis, "__index__"):
             raise TypeError(f"axis: expected an int, got {type(axis).__name__} {axis!r}")
         axis = axis.__index__()
-    if not -rank <= axis < rank:  # type: ignore[operator]
-        raise ValueError(
-            f"axis: {axis} is out of range for logits of rank {rank} "
-            f"(valid: {-rank} to {rank - 1})"
-        )
-    return axis % rank  # type: ignore[operator]
+    return axis  # type: ignore[return-value]
 
 
-def check_logits(shape: Shape, dtype: str, axis: object) -> int:
-    """Check rank, dtype, axis and the class-axis size; return the normalised axis."""
+def normalize_axis(axis: object, rank: int) -> int:
+    """Return ``axis`` as a non-negative int, or raise TypeError / ValueError."""
+    axis = _int_axis(axis)
+    if not -rank <= axis < rank:
+        raise ValueError(AXIS_OUT_OF_RANGE.format(axis=axis, rank=rank, low=-rank, high=rank - 1))
+    return axis % rank
+
+
+def check_logits(shape: Shape | None, dtype: str, axis: object) -> int:
+    """Check rank, dtype, axis and the class-axis size; return the normalised axis.
+
+    With an unknown rank (``shape`` None) only the dtype and the type of ``axis`` can be
+    checked: ``axis`` is returned as given (possibly negative) for the backend."""
     if dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"logits: expected a floating dtype (float16, bfloat16, float32 or float64), "
             f"got {dtype}"
         )
+    if shape is None:
+        return _int_axis(axis)
     rank = len(shape)
     if type(axis) is int and -rank <= axis < rank:  # the common case, checked fast
         axis %= rank
     elif rank == 0:
-        raise ValueError("logits: must have rank >= 1 (a class axis), got a scalar of shape ()")
+        raise ValueError(SCALAR_LOGITS)
     else:
         axis = normalize_axis(axis, rank)
     if shape[axis] == 0:
-        raise ValueError(
-            f"logits: the class axis {axis} of shape {_fmt(shape)} has size 0; "
-            "softmax over no classes is undefined"
-        )
+        raise ValueError(EMPTY_CLASS_AXIS.format(axis=axis, shape=_fmt(shape)))
     return axis
 
 
-def check_dense_labels(shape: Shape, dtype: str, logits_shape: Shape) -> None:
-    """Dense labels: a real dtype and exactly the shape of logits."""
+def check_dense_labels(shape: Shape | None, dtype: str, logits_shape: Shape | None) -> None:
+    """Dense labels: a real dtype and exactly the shape of logits (when both ranks are
+    known; else the backend compares the shapes at run time)."""
     if dtype not in REAL_DTYPES:
         raise TypeError(f"labels: expected real-valued labels, got dtype {dtype}")
+    if shape is None or logits_shape is None:
+        return
     if shape != logits_shape and not _compatible(shape, logits_shape):
         raise ValueError(
-            f"labels: shape {_fmt(shape)} does not match logits shape {_fmt(logits_shape)}; "
-            "dense labels must have the shape of logits (for class indices use "
-            "sparse_softmax_cross_entropy_with_logits)"
+            DENSE_LABELS_SHAPE.format(shape=_fmt(shape), logits_shape=_fmt(logits_shape))
         )
 
 
-def check_sparse_labels(shape: Shape, dtype: str, logits_shape: Shape, axis: int) -> None:
-    """Sparse labels: an integer dtype and the shape of logits without ``axis``."""
+def check_sparse_labels(
+    shape: Shape | None, dtype: str, logits_shape: Shape | None, axis: int
+) -> None:
+    """Sparse labels: an integer dtype and the shape of logits without ``axis`` (when both
+    ranks are known; else the backend compares the shapes at run time)."""
     if dtype not in INTEGER_DTYPES:
         raise TypeError(f"labels: sparse labels must be integer class indices, got dtype {dtype}")
+    if shape is None or logits_shape is None:
+        return
     expected = tuple(logits_shape[:axis]) + tuple(logits_shape[axis + 1 :])
     if shape != expected and not _compatible(shape, expected):
-        raise ValueError(
-            f"labels: shape {_fmt(shape)} does not match {_fmt(expected)}, the logits shape "
-            f"{_fmt(logits_shape)} without the class axis {axis}"
-        )
+        raise ValueError(SPARSE_LABELS_SHAPE.format(
+            shape=_fmt(shape), expected=_fmt(expected), logits_shape=_fmt(logits_shape),
+            axis=axis))
 
 
 def check_reduction(reduction: object) -> None:
@@ -118,10 +152,12 @@ def check_ignore_index(value: object) -> int:
     return int(value)
 
 
-def check_class_weights(shape: Shape, dtype: str, num_classes: int | None) -> None:
+def check_class_weights(shape: Shape | None, dtype: str, num_classes: int | None) -> None:
     """A floating vector of one weight per class: shape ``[C]``."""
     if dtype not in FLOAT_DTYPES:
         raise TypeError(f"class_weights: expected floating class weights, got dtype {dtype}")
+    if shape is None:
+        return
     if len(shape) != 1 or not (shape[0] == num_classes or None in (shape[0], num_classes)):
         c = "C" if num_classes is None else num_classes
         raise ValueError(
@@ -129,7 +165,7 @@ def check_class_weights(shape: Shape, dtype: str, num_classes: int | None) -> No
         )
 
 
-def check_weights(shape: Shape, dtype: str, loss_shape: Shape) -> None:
+def check_weights(shape: Shape | None, dtype: str, loss_shape: Shape | None) -> None:
     """Real weights that broadcast (NumPy rules) to the loss shape, the logits' without axis."""
     if dtype not in REAL_DTYPES:
         raise TypeError(f"weights: expected real-valued weights, got dtype {dtype}")
@@ -140,7 +176,7 @@ def check_weights(shape: Shape, dtype: str, loss_shape: Shape) -> None:
         )
 
 
-def check_where(shape: Shape, dtype: str, logits_shape: Shape) -> None:
+def check_where(shape: Shape | None, dtype: str, logits_shape: Shape | None) -> None:
     """A boolean mask that broadcasts (NumPy rules) to the logits shape."""
     if dtype != "bool":
         raise TypeError(f"where: expected a boolean mask, got dtype {dtype}")
@@ -151,8 +187,11 @@ def check_where(shape: Shape, dtype: str, logits_shape: Shape) -> None:
         )
 
 
-def _broadcasts_to(shape: Shape, target: Shape) -> bool:
-    """NumPy broadcasting of ``shape`` to exactly ``target`` (unknown dims match anything)."""
+def _broadcasts_to(shape: Shape | None, target: Shape | None) -> bool:
+    """NumPy broadcasting of ``shape`` to exactly ``target`` (unknown dims match anything;
+    an unknown rank, None, matches any shape: it is checked when the graph runs)."""
+    if shape is None or target is None:
+        return True
     if len(shape) > len(target):
         return False
     return all(a == 1 or a == b or a is None or b is None

@@ -47,6 +47,10 @@ class Backend:
     #: ``run``, ``value_and_grad`` and ``jvp`` accept them like ``modes``; the rest of the test
     #: suite parametrises over ``modes`` only.
     transform_modes: tuple[str, ...] = ()
+    #: mode -> (case names, dtypes) the project's *test suite* runs in that transform mode
+    #: when running all of them would be too slow (``xent conformance`` runs everything);
+    #: a transform mode not listed runs the whole catalog in the tests too.
+    transform_test_subset: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
     #: Modes in which sparse labels out of range give NaN instead of ValueError.
     tracing_modes: tuple[str, ...] = ()
     #: Whether :meth:`value_and_grad` is implemented (frameworks with autodiff).
@@ -65,8 +69,11 @@ class Backend:
         imported, once per type: the answer is cached by ``type(x)``)."""
         raise NotImplementedError
 
-    def shape(self, x: Array) -> tuple[int | None, ...]:
-        """Static shape, with ``None`` for dimensions unknown while tracing."""
+    def shape(self, x: Array) -> tuple[int | None, ...] | None:
+        """Static shape, with ``None`` for dimensions unknown while tracing; ``None`` for a
+        rank unknown while tracing (TF graphs). Then the math methods get ``axis`` as the
+        caller gave it (possibly negative) and must check the rank, the axis and the shapes
+        of labels and logits when the graph runs (messages: ``xent._validate``'s templates)."""
         return tuple(x.shape)
 
     def dtype_name(self, x: Array) -> str:
@@ -101,7 +108,7 @@ class Backend:
         """``"sum"`` or ``"mean"`` of all elements (``"none"`` never reaches here)."""
         return loss.sum() if reduction == "sum" else loss.mean()
 
-    # -- math (arguments validated, axis a non-negative int) -------------------------------
+    # -- math (arguments validated, axis a non-negative int; as given if the rank is unknown)
     def softmax(self, logits: Array, axis: int) -> Array:
         raise NotImplementedError
 

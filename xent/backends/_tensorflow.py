@@ -2,11 +2,14 @@
 
 Every method builds ordinary TF ops, so the same code returns eager tensors in eager mode and
 graph tensors while tracing (``tf.function``, ``tf.compat.v1`` graphs, or a process that
-called ``tf.compat.v1.disable_eager_execution()``). Nothing reads a symbolic value: the API's
-checks use static shapes (``None`` for unknown dimensions), and a sparse label out of range
-gives NaN while tracing. The math, its accuracy and its gradients are in
-``_tensorflow_ops``; the conformance modes in ``_tensorflow_modes``. float16 and bfloat16
-are computed in float32 and returned in their own dtype.
+called ``tf.compat.v1.disable_eager_execution()``), and holds under TF's transforms
+(``GradientTape`` nested, ``ForwardAccumulator``, ``jit_compile``, ``vectorized_map``,
+SavedModel). Nothing reads a symbolic value: the API checks static shapes, what a traced
+shape leaves unknown (the rank, dimensions) is checked when the graph runs
+(``_tensorflow_checks``), and a sparse label out of range gives NaN while tracing. The math,
+its accuracy and its gradients are in ``_tensorflow_ops``; the conformance modes in
+``_tensorflow_modes``. float16 and bfloat16 are computed in float32 and returned in their
+own dtype.
 """
 
 from __future__ import annotations
@@ -17,12 +20,18 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from xent.backends import _tensorflow_checks as checks
 from xent.backends import _tensorflow_modes
 from xent.backends import _tensorflow_ops as ops
 from xent.backends._base import Backend
 from xent.backends._tensorflow_options import TensorFlowArrayOps
 
 _HALF = (tf.float16, tf.bfloat16)
+_TRANSFORM_TEST_CASES = (
+    "random_1", "random_10", "random_100", "logits_1e4", "near_max", "near_ties", "confident",
+    "masked", "masked_all_but_one", "nan_row", "inf_rows", "soft_labels", "unnormalised_labels",
+    "zero_labels", "rank3_axis0", "sparse_out_of_range",
+)
 
 try:  # autograph would rewrite xent's dispatch and validation on every trace, for nothing:
     # xent has no control flow on tensor values. Private; TF lists keras the same way.
@@ -50,11 +59,21 @@ def _returned(value: tf.Tensor, like: Any) -> tf.Tensor:
 class TensorFlowBackend(TensorFlowArrayOps, Backend):
     name = "tensorflow"
     module = "tensorflow"
-    modes = ("eager", "function", "graph")
-    tracing_modes = ("function", "graph")
+    modes = _tensorflow_modes.MODES
+    transform_modes = _tensorflow_modes.TRANSFORM_MODES
+    tracing_modes = ("function", "graph", *_tensorflow_modes.TRANSFORM_MODES)
     has_autodiff = True
     relative_accuracy = True  # log1p of the sum without the leading term, as NumPy
     dtypes = ("float16", "bfloat16", "float32", "float64")
+    #: What the test suite runs in each transform mode, ``mode -> (case names, dtypes)``
+    #: (``xent conformance`` runs the whole catalog in every dtype, ~2 and ~1 minutes): XLA
+    #: compiles every new shape and dtype (0.3-1 s each) and vectorized_map converts every
+    #: new trace, so the suite keeps the cases of the catalog's common shape (compiled once)
+    #: and a class axis that is not last, in float32, and for XLA also in bfloat16.
+    transform_test_subset: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+        "xla": (_TRANSFORM_TEST_CASES, ("float32", "bfloat16")),
+        "vectorized_map": (_TRANSFORM_TEST_CASES, ("float32",)),
+    }
 
     # -- dispatch -------------------------------------------------------------------------
     def owns(self, x: Any) -> bool:
@@ -62,14 +81,9 @@ class TensorFlowBackend(TensorFlowArrayOps, Backend):
         # tf.Tensor subclass
         return isinstance(x, (tf.Tensor, tf.Variable))
 
-    def shape(self, x: Any) -> tuple[int | None, ...]:
-        shape = x.shape
-        if shape.rank is None:
-            raise ValueError(
-                f"tensorflow: {getattr(x, 'name', 'a tensor')} has unknown rank; xent needs "
-                "the rank statically (e.g. placeholder(tf.float32, [None, num_classes]))"
-            )
-        return tuple(shape.as_list())
+    def shape(self, x: Any) -> tuple[int | None, ...] | None:
+        shape = x.shape  # None: a rank unknown while tracing, checked when the graph runs
+        return None if shape.rank is None else tuple(shape.as_list())
 
     def dtype_name(self, x: Any) -> str:
         return x.dtype.base_dtype.name  # TF names match NumPy's
@@ -105,45 +119,22 @@ class TensorFlowBackend(TensorFlowArrayOps, Backend):
         total = tf.reduce_sum(total) if reduction == "sum" else tf.reduce_mean(total)
         return _returned(total, loss)
 
-    # -- math -----------------------------------------------------------------------------
+    # -- math (the checks add run-time checks only where a traced shape is unknown) --------
     def softmax(self, logits: Any, axis: int) -> Any:
-        x = _compute(logits)
-        p = tf.nn.softmax(x, axis)
-        # TF's softmax leaves the other classes of a NaN or +inf row finite; make it all NaN
-        undefined = tf.stop_gradient(tf.reduce_sum(p, axis, keepdims=True) * 0)
-        return _returned(p + undefined, logits)
+        return _returned(ops.softmax(checks.logits(_compute(logits), axis), axis), logits)
 
     def log_softmax(self, logits: Any, axis: int) -> Any:
-        return _returned(ops.log_softmax(_compute(logits), axis), logits)
+        return _returned(ops.log_softmax(checks.logits(_compute(logits), axis), axis), logits)
 
     def softmax_cross_entropy_with_logits(self, labels: Any, logits: Any, axis: int) -> Any:
-        return _returned(ops.dense(_compute(labels), _compute(logits), axis), logits)
+        y, x = checks.dense(_compute(labels), _compute(logits), axis)
+        return _returned(ops.dense(y, x, axis), logits)
 
     def sparse_softmax_cross_entropy_with_logits(
         self, labels: Any, logits: Any, axis: int
     ) -> Any:
-        x, labels = _compute(logits), tf.convert_to_tensor(labels)
-        if labels.dtype not in (tf.int32, tf.int64):
-            labels = tf.cast(labels, tf.int64)  # uint64 beyond int64 wraps negative: invalid
-        rank = x.shape.rank
-        if axis != rank - 1:  # classes last, as the ops take them
-            x = tf.transpose(x, [*range(axis), *range(axis + 1, rank), axis])
-        num_classes = x.shape[-1] if x.shape[-1] is not None else tf.shape(x)[-1]
-        valid = None
-        if not tf.executing_eagerly():  # eager labels were checked by the API, with a message
-            # a bad index makes gather raise, also while tracing; the contract wants NaN:
-            # compute with label 0 and replace
-            unsigned = tf.uint32 if labels.dtype == tf.int32 else tf.uint64  # -1 wraps high
-            valid = tf.cast(labels, unsigned) < tf.cast(num_classes, unsigned)
-            labels = tf.where(valid, labels, 0)
-        if rank == 2:
-            loss = ops.sparse(labels, x)
-        else:  # the ops take [rows, C]; reshapes are free
-            loss = ops.sparse(tf.reshape(labels, [-1]), tf.reshape(x, [-1, num_classes]))
-            loss = tf.reshape(loss, tf.shape(labels))
-        if valid is not None:
-            loss = tf.where(valid, loss, tf.constant(np.nan, loss.dtype))
-        return _returned(loss, logits)
+        y, x = checks.sparse(tf.convert_to_tensor(labels), _compute(logits), axis)
+        return _returned(ops.sparse_along(y, x, axis), logits)
 
     # -- conformance hooks -----------------------------------------------------------------
     def run(self, mode: str, fn: Callable[..., Any], *args: np.ndarray) -> Any:
@@ -153,3 +144,9 @@ class TensorFlowBackend(TensorFlowArrayOps, Backend):
         self, mode: str, fn: Callable[[Any, Any], Any], labels: np.ndarray, logits: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         return _tensorflow_modes.value_and_grad(mode, fn, labels, logits)
+
+    def jvp(
+        self, mode: str, fn: Callable[..., Any], args: tuple[np.ndarray, ...],
+        tangents: tuple[np.ndarray | None, ...],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return _tensorflow_modes.jvp(mode, fn, args, tangents)

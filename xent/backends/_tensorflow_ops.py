@@ -16,6 +16,11 @@ The gradients (``tf.custom_gradient``) reuse the forward's ``e``:
 ``d/dlogits = softmax * sum(labels) - labels`` (TF's kernel gives ``softmax - labels``, wrong
 for unnormalised labels) and ``d/dlabels = log_z - d``, ``+inf`` at a masked class.
 
+Under TF's transforms: the ops of a custom gradient's forward are recorded as well, so
+``tf.autodiff.ForwardAccumulator`` differentiates the forward formula itself and nested
+tapes differentiate the gradient's own ops (Hessians); every op used has an XLA kernel and a
+``tf.vectorized_map`` rule. Negative axes work without a known rank.
+
 Everything here works on any floating dtype; the caller runs float16/bfloat16 in float32.
 """
 
@@ -96,8 +101,9 @@ def _dense_xent(axis: int, label_gradient: bool) -> Callable[[tf.Tensor, tf.Tens
             dlogits = e * tf.expand_dims(upstream * weight / total, axis) - labels * g
             if not label_gradient:  # eager, labels not watched: skip a full-size product
                 return None, dlogits
-            # d/dlabels = logsumexp - logits = log_z - d: +inf at a masked class, its true value
-            return (tf.expand_dims(log_z, axis) - d) * g, dlogits
+            # d/dlabels = logsumexp - logits = log_z - d: +inf at a masked class, its true
+            # value; no_nan: 0 where no gradient comes in (an unused output, a row weighed 0)
+            return tf.math.multiply_no_nan(tf.expand_dims(log_z, axis) - d, g), dlogits
 
         return _dense_loss(labels, d, weight, log_z, axis), grad
 
@@ -118,9 +124,64 @@ def _sparse_xent(labels: tf.Tensor, logits: tf.Tensor) -> Any:
     d, e, total, log_z = shifted(logits, 1)
 
     def grad(upstream: tf.Tensor) -> tuple[None, tf.Tensor]:
-        rows = tf.range(tf.shape(labels, out_type=labels.dtype)[0], dtype=labels.dtype)
-        at_labels = tf.stack([rows, labels], 1)
         scaled = e * tf.expand_dims(upstream / total, 1)
-        return None, tf.tensor_scatter_nd_sub(scaled, at_labels, upstream)
+        at_label = tf.gather(scaled, labels, batch_dims=1) - upstream
+        # an update, not tensor_scatter_nd_sub: tf.vectorized_map has no rule for the latter;
+        # int32 indices: its rule for the update concatenates them with int32 loop indices
+        rows = tf.range(tf.shape(labels)[0])
+        at_labels = tf.stack([rows, tf.cast(labels, tf.int32)], 1)
+        return None, tf.tensor_scatter_nd_update(scaled, at_labels, at_label)
 
     return log_z - tf.gather(d, labels, batch_dims=1), grad
+
+
+def softmax(x: tf.Tensor, axis: int) -> tf.Tensor:
+    """``exp(x - logsumexp(x))`` by TF's fused kernel; a row with a NaN or ``+inf`` logit, or
+    with every logit ``-inf``, is all NaN."""
+    if x.shape.rank is not None or axis == -1:
+        p = tf.nn.softmax(x, axis)
+    else:  # tf.nn.softmax needs the rank for another axis: move the classes last and back
+        perm = _classes_last_permutation(x, axis)
+        p = tf.transpose(tf.nn.softmax(tf.transpose(x, perm)), tf.math.invert_permutation(perm))
+    # TF's softmax has left the other classes of a NaN or +inf row finite: make it all NaN
+    return p + tf.stop_gradient(tf.reduce_sum(p, axis, keepdims=True) * 0)
+
+
+def sparse_along(labels: tf.Tensor, x: tf.Tensor, axis: int) -> tf.Tensor:
+    """The sparse loss along any ``axis`` (negative where the rank is unknown): ``[..., C,
+    ...]`` logits and integer labels of their shape without ``axis``. A label outside
+    ``[0, C)`` gives NaN while tracing; eager labels were checked by the API, with a
+    message."""
+    if labels.dtype not in (tf.int32, tf.int64):
+        labels = tf.cast(labels, tf.int64)  # uint64 beyond int64 wraps negative: invalid
+    rank = x.shape.rank
+    if not (axis == -1 or axis == (rank or 0) - 1):  # the ops take classes last
+        x = tf.transpose(x, _classes_last_permutation(x, axis))
+    num_classes = x.shape[-1] if x.shape[-1] is not None else tf.shape(x)[-1]
+    valid = None
+    if not tf.executing_eagerly():
+        # a bad index makes gather raise, also while tracing; the contract wants NaN:
+        # compute with label 0 and replace
+        unsigned = tf.uint32 if labels.dtype == tf.int32 else tf.uint64  # -1 wraps high
+        valid = tf.cast(labels, unsigned) < tf.cast(num_classes, unsigned)
+        labels = tf.where(valid, labels, 0)
+    if rank == 2:
+        loss = sparse(labels, x)
+    else:  # the ops take [rows, C]; reshapes are free
+        loss = sparse(tf.reshape(labels, [-1]), tf.reshape(x, [-1, num_classes]))
+        loss = tf.reshape(loss, tf.shape(labels))
+    if valid is not None:
+        loss = tf.where(valid, loss, tf.constant(float("nan"), loss.dtype))
+    return loss
+
+
+def _classes_last_permutation(x: tf.Tensor, axis: int) -> Any:
+    """The permutation that moves ``axis`` of ``x`` last, the others keeping their order
+    (static when the rank is known)."""
+    rank = x.shape.rank
+    if rank is not None:
+        axis %= rank
+        return [*range(axis), *range(axis + 1, rank), axis]
+    rank = tf.rank(x)
+    axis = tf.math.floormod(axis, rank)
+    return tf.concat([tf.range(axis), tf.range(axis + 1, rank), [axis]], 0)

@@ -70,7 +70,11 @@ class TensorFlowArrayOps:
 
     def along(self, vector: Any, axis: int, like: Any) -> tf.Tensor:
         rank = like.shape.rank
-        return tf.reshape(vector, [-1 if d == axis else 1 for d in range(rank)])
+        if rank is not None:
+            return tf.reshape(vector, [-1 if d == axis % rank else 1 for d in range(rank)])
+        rank = tf.rank(like)  # unknown while tracing: [1, ..., -1 at axis, ..., 1] at run time
+        shape = tf.tensor_scatter_nd_update(tf.ones([rank], tf.int32), [[axis % rank]], [-1])
+        return tf.reshape(vector, shape)
 
     def row_dot(self, labels: Any, vector: Any, axis: int) -> tf.Tensor:
         labels = tf.convert_to_tensor(labels)

@@ -49,9 +49,12 @@ def exact_with_options(
         return np.where(mask, smoothed, 0.0) * along
 
     dx, dy = tangents
+    dx = np.where(mask, dx, 0.0)  # an excluded logit is never read: its tangent goes nowhere
     plain = exact(xt, effective(labels), None, axis,
                   (dx, None if dy is None else chain * dy))
     out = {q: plain[q] for q in ("softmax", "log_softmax", *_FORWARD)}
+    jl = out["jvp_log_softmax"]  # log_softmax is -inf at an excluded class: its jvp is moot
+    out["jvp_log_softmax"] = Exact(jl.hi, jl.lo, jl.scale, jl.care & mask)
     s = np.expand_dims(rows, axis)
     out["loss"], out["jvp_loss"] = _times(plain["loss"], rows), _times(plain["jvp_loss"], rows)
     out["dlogits"] = _times(plain["dlogits"], s, mask)  # excluded: 0, also in a NaN row
