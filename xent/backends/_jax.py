@@ -110,8 +110,8 @@ class JaxBackend(Backend):
         logits: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """Integer (and bool) labels get no gradient (None); a stop_gradient gives zeros."""
-        computation = _jax_modes.value_and_grad_of(fn, bool(np.issubdtype(labels.dtype,
-                                                                           np.floating)))
+        floating = bool(jnp.issubdtype(labels.dtype, jnp.floating))  # bfloat16 included
+        computation = _jax_modes.value_and_grad_of(fn, floating)
         with _jax_modes.x64_for(labels, logits):
             value, dy, dx = _jax_modes.call(mode, computation, self._arrays((labels, logits)))
             return value, dy, dx

@@ -67,7 +67,7 @@ def _transformed(mode: str, computation: Computation) -> Computation:
     if mode == "jit":
         return jax.jit(computation)
     if mode == "vmap":
-        return jax.vmap(computation)
+        return jax.jit(jax.vmap(computation))
     if mode == "export":
         return _exported(computation)
     return computation
