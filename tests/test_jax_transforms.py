@@ -255,3 +255,103 @@ def test_transform(transform: str, function: str) -> None:
     got = run(fn, masked, argnums_, w, t)
     assert_tree_close(got, expected(transform, function, arguments(function, True)),
                       rtol=2e-5, atol=2e-6)
+
+
+# -- the conformance hooks: transform modes and forward mode --------------------------------
+def _analytic(x: np.ndarray, y: np.ndarray, k: np.ndarray, tx: np.ndarray,
+              ty: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(value, directional derivative) of the four functions in float64, from the
+    formulas: ``d loss = sum_c (p_c sum(y) - y_c) dx_c + sum_c (lse - x_c) dy_c`` (a label
+    that does not move contributes 0), ``d log_softmax = dx - sum_k p_k dx_k``,
+    ``d softmax = p d log_softmax``."""
+    x, y, tx, ty = (a.astype(np.float64) for a in (x, y, tx, ty))
+    lse = np.log(np.exp(x).sum(-1, keepdims=True))
+    p = np.exp(x - lse)
+    dlog = tx - (p * tx).sum(-1, keepdims=True)
+    with np.errstate(invalid="ignore"):  # 0 * inf, replaced by 0
+        loss = np.where(y == 0, 0, y * (lse - x)).sum(-1)
+        dlabels = np.where(ty == 0, 0, (lse - x) * ty).sum(-1)
+    one_hot = np.eye(x.shape[-1])[k]
+    return {
+        "dense": (loss, ((p * y.sum(-1, keepdims=True) - y) * tx).sum(-1) + dlabels),
+        "sparse": ((lse - x)[np.arange(len(k)), k], ((p - one_hot) * tx).sum(-1)),
+        "log_softmax": (x - lse, dlog),
+        "softmax": (p, p * dlog),
+    }
+
+
+@pytest.mark.parametrize(("mode", "dtype"), [
+    ("eager", "float32"), ("jit", "float32"), ("vmap", "float32"), ("export", "float32"),
+    ("jit", "bfloat16"), ("vmap", "float16"), ("export", "float64"),
+])
+def test_jvp_hook(mode: str, dtype: str) -> None:
+    np_dtype = jnp.dtype(dtype)  # bfloat16 included
+    x, y, tx, ty = (a.astype(np_dtype) for a in (MASKED_X, MASKED_Y, TX, TY))
+    want = _analytic(x, y, K, tx, ty)
+    calls = {
+        "dense": (_dense, (y, x), (ty, tx)),
+        "sparse": (_sparse, (K.astype(np.int64), x), (None, tx)),  # integer labels: held
+        "log_softmax": (xent.log_softmax, (x,), (tx,)),
+        "softmax": (xent.softmax, (x,), (tx,)),
+    }
+    tol = {"float16": 2e-3, "bfloat16": 2e-2, "float32": 2e-5, "float64": 1e-12}[dtype]
+    for name, (fn, args, directions) in calls.items():
+        value, tangent = JAX.jvp(mode, fn, args, directions)
+        assert value.dtype == tangent.dtype == np_dtype, name
+        for got, expect in zip((value, tangent), want[name]):
+            np.testing.assert_allclose(got.astype(np.float64), expect, rtol=tol, atol=tol,
+                                       err_msg=f"{name} in {mode}")
+
+
+@pytest.mark.parametrize("mode", JAX.transform_modes)
+def test_value_and_grad_hook_in_transform_modes(mode: str) -> None:
+    value, dy, dx = JAX.value_and_grad(mode, _dense, MASKED_Y, MASKED_X)
+    x, y = MASKED_X.astype(np.float64), MASKED_Y.astype(np.float64)
+    lse = np.log(np.exp(x).sum(-1, keepdims=True))
+    np.testing.assert_allclose(dx, np.exp(x - lse) * y.sum(-1, keepdims=True) - y, atol=2e-6)
+    np.testing.assert_allclose(dy, lse - x, rtol=2e-6)  # +inf at the masked classes
+    value, dk, dx = JAX.value_and_grad(mode, _sparse, K, MASKED_X)
+    assert dk is None and np.isfinite(dx).all()
+    out = JAX.run(mode, _sparse, np.array([1, 5, 2]), MASKED_X)  # 5 is out of range: NaN
+    assert np.isnan(out[1]) and np.isfinite(out[[0, 2]]).all()
+
+
+def test_vmap_mode_raises_when_the_copies_differ() -> None:
+    @jax.custom_batching.custom_vmap
+    def leaky(x: Any) -> Any:
+        return x
+
+    @leaky.def_vmap
+    def leaky_rule(size: int, batched: list[bool], x: Any) -> Any:  # a broken batching rule
+        return x + jnp.arange(size, dtype=x.dtype).reshape((size,) + (1,) * (x.ndim - 1)), True
+
+    np.testing.assert_allclose(JAX.run("vmap", lambda x: xent.softmax(x), FINITE_X),
+                               jax.nn.softmax(FINITE_X), rtol=1e-6)
+    with pytest.raises(RuntimeError, match="two copies of one problem"):
+        JAX.run("vmap", lambda x: xent.softmax(leaky(x)), FINITE_X)
+
+
+def test_export_mode_exports_once_for_every_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    exports = []
+    real_export = jax.export.export
+
+    def counting_export(*args: Any, **kwargs: Any) -> Any:
+        exports.append(args)
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(jax.export, "export", counting_export)
+    fn = lambda k, x: _sparse(k, x)  # noqa: E731 - a fresh function: nothing cached
+    rng = np.random.default_rng(0)
+    for rows, classes in ((8, 6), (2, 3), (3, 20000)):  # 60000 > SMALL: the cond path
+        x = rng.standard_normal((rows, classes)).astype(np.float32)
+        k = rng.integers(0, classes, rows)
+        np.testing.assert_allclose(JAX.run("export", fn, k, x), _native_sparse(k, x),
+                                   rtol=1e-5)
+    assert len(exports) == 1  # symbolic batch and class dimensions
+
+
+def test_unknown_mode() -> None:
+    with pytest.raises(ValueError, match=r"unknown mode 'pmap'.*eager, jit, vmap, export"):
+        JAX.run("pmap", xent.softmax, FINITE_X)
+    with pytest.raises(ValueError, match="unknown mode"):
+        JAX.jvp("pmap", xent.softmax, (FINITE_X,), (TX,))

@@ -93,7 +93,7 @@ def _exported(computation: Computation) -> Computation:
 
     def run(*arrays: Array) -> Any:
         specs, signature = _symbolic_specs(arrays)
-        key = (signature, bool(jax.config.jax_enable_x64))
+        key = (signature, bool(jax.config.read("jax_enable_x64")))
         if key not in exports:
             exported = jax.export.export(jax.jit(computation))(*specs)
             exports[key] = jax.export.deserialize(exported.serialize())

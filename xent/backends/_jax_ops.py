@@ -154,6 +154,7 @@ def _in_range(labels: Array, num_classes: Any) -> Array:
     labels' dtype: no comparison constant the dtype cannot hold, and no Python comparison
     of a symbolic ``num_classes`` (``jax.export``), which is compared in the program."""
     info = jnp.iinfo(labels.dtype)
+    last: Array
     if jax.export.is_symbolic_dim(num_classes):  # an int32 value in the program
         bound = jax.core.min_dim(num_classes - 1, min(int(info.max), _INT32_MAX))
         last = jnp.asarray(bound).astype(labels.dtype)
