@@ -150,18 +150,16 @@ def sparse_cross_entropy(labels: Array, logits: Array, axis: int) -> Array:
 
 
 def _in_range(labels: Array, num_classes: Any) -> Array:
-    """``0 <= labels < num_classes``, as ``labels <= min(num_classes - 1, dtype max)`` in the
-    labels' dtype: no comparison constant the dtype cannot hold, and no Python comparison
-    of a symbolic ``num_classes`` (``jax.export``), which is compared in the program."""
+    """``0 <= labels < num_classes``, without a comparison constant the dtype cannot hold.
+
+    A symbolic ``num_classes`` (``jax.export``) has no Python comparison with the dtype's
+    maximum: it is compared in the program, as ``labels <= min(num_classes - 1, max)``."""
     info = jnp.iinfo(labels.dtype)
-    last: Array
+    valid = labels >= 0 if info.min < 0 else jnp.ones(labels.shape, bool)
     if jax.export.is_symbolic_dim(num_classes):  # an int32 value in the program
-        bound = jax.core.min_dim(num_classes - 1, min(int(info.max), _INT32_MAX))
-        last = jnp.asarray(bound).astype(labels.dtype)
-    else:
-        last = np.asarray(min(num_classes - 1, int(info.max)), labels.dtype)
-    below = labels <= last
-    return below & (labels >= 0) if info.min < 0 else below
+        last = jax.core.min_dim(num_classes - 1, min(int(info.max), _INT32_MAX))
+        return valid & (labels <= jnp.asarray(last).astype(labels.dtype))
+    return valid & (labels < num_classes) if num_classes <= info.max else valid
 
 
 @partial(jax.jit, static_argnums=1)
