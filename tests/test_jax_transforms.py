@@ -355,3 +355,24 @@ def test_unknown_mode() -> None:
         JAX.run("pmap", xent.softmax, FINITE_X)
     with pytest.raises(ValueError, match="unknown mode"):
         JAX.jvp("pmap", xent.softmax, (FINITE_X,), (TX,))
+
+
+def test_suite_subset_names_cases_and_dtypes_of_the_catalog() -> None:
+    from xent.conformance import cases
+
+    assert set(JAX.suite_subset) == set(JAX.transform_modes)
+    for mode, (names, dtypes) in JAX.suite_subset.items():
+        assert set(names) <= set(cases.BY_NAME), mode
+        assert set(dtypes) <= set(JAX.dtypes), mode
+
+
+def test_export_for_every_platform() -> None:
+    # export on this CPU machine, serve on an accelerator: one artifact lowered for each
+    for function, (fn, _, _) in FUNCTIONS.items():
+        args = [jnp.asarray(a) for a in arguments(function, masked=True)]
+        specs = jax.export.symbolic_args_specs(args, "b, ...")
+        exported = jax.export.export(jax.jit(fn), platforms=("cpu", "cuda", "rocm", "tpu"))(
+            *specs)
+        restored = jax.export.deserialize(exported.serialize())
+        assert restored.platforms == ("cpu", "cuda", "rocm", "tpu")
+        np.testing.assert_allclose(restored.call(*args), fn(*args), rtol=1e-6)
