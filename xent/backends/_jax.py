@@ -140,7 +140,7 @@ class JaxBackend(Backend):
         if len(tangents) != len(args):
             raise ValueError(f"jax: {len(args)} arguments but {len(tangents)} tangents")
         moving = tuple(t is not None for t in tangents)
-        with _jax_modes.x64_for(*args, *tangents):
+        with _jax_modes.x64_for(*args):  # tangents take their argument's dtype
             primals = self._arrays(args)
             directions = [self.asarray(t, dtype=self.dtype_name(p))
                           for t, p in zip(tangents, primals) if t is not None]

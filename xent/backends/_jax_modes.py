@@ -36,12 +36,10 @@ TRANSFORM_MODES = ("vmap", "export")
 _INT32 = np.iinfo(np.int32)
 
 
-def x64_for(*arrays: np.ndarray | None) -> contextlib.AbstractContextManager[Any]:
+def x64_for(*arrays: np.ndarray) -> contextlib.AbstractContextManager[Any]:
     """``jax.enable_x64`` for a call with float64 input or integers beyond int32 (the
     conformance hooks only; user code decides x64 itself)."""
     for a in arrays:
-        if a is None:
-            continue
         a = np.asarray(a)
         if a.dtype == np.float64 or (a.dtype.kind in "iu" and a.size and not
                                      (_INT32.min <= a.min() and a.max() <= _INT32.max)):
