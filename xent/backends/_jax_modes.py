@@ -3,8 +3,9 @@
 ==========  ===============================================================================
 ``eager``   called as is (op by op; xent's own kernels are jitted functions)
 ``jit``     ``jax.jit``
-``vmap``    ``jax.vmap`` over a batch of two copies of every argument (stacked on a new
-            leading axis): both entries must come back identical, the first is returned
+``vmap``    ``jax.jit(jax.vmap(f))`` over a batch of two copies of every argument (stacked
+            on a new leading axis): both entries must come back identical, the first is
+            returned
 ``export``  ``jax.export.export(jax.jit(f))`` with every dimension of size >= 1 symbolic
             (one symbol per distinct size, shared by the arguments: a symbolic batch and
             class dimension), serialized, deserialized and called on the concrete arrays
