@@ -30,6 +30,8 @@ def _canonical(dtype: str | np.dtype) -> np.dtype:
 
 
 class JaxBackend(Backend):
+    """``jax.Array`` and JAX tracers (inside ``jit``, ``grad``, ``vmap``, ``export``...)."""
+
     name = "jax"
     module = "jax"
     modes = _jax_modes.EXECUTION_MODES  # ("eager", "jit")
@@ -42,8 +44,8 @@ class JaxBackend(Backend):
     #: The cases cover what a transform can get wrong: masked classes and NaN rows (fix
     #: branch, batch leaks), out-of-range labels (tracing), the class axis moved by vmap's
     #: batch axis (rank3_axis0), the lax.cond path and its vmap rule (large_classes), rank 1,
-    #: a class axis of size 1, an empty batch, int32 labels; float32 (the other dtypes are
-    #: checked in every mode by tests/test_jax_transforms.py::test_jvp_hook).
+    #: a class axis of size 1, an empty batch, int32 labels; float32 (bfloat16 under vmap
+    #: and float64 under export: tests/test_jax_transforms.py::test_jvp_hook).
     suite_subset = {
         "vmap": (("masked", "masked_all_but_one", "nan_row", "inf_rows", "zero_labels",
                   "sparse_out_of_range", "rank3_axis0", "large_classes", "zero_batch"),
