@@ -88,7 +88,7 @@ def _scalar(f: Callable[..., Any], w: Any) -> Callable[..., Any]:
     return lambda *a: (f(*a) * w).sum()
 
 
-def _jvp(f, args, argnums, w, t):  # type: ignore[no-untyped-def]
+def _jvp(f: Callable[..., Any], args: Any, argnums: Any, w: Any, t: Any) -> Any:
     argnums = (argnums,) if isinstance(argnums, int) else argnums
 
     def of_moving(*moved: Any) -> Any:
@@ -99,7 +99,7 @@ def _jvp(f, args, argnums, w, t):  # type: ignore[no-untyped-def]
     return jax.jvp(of_moving, [args[i] for i in argnums], list(t))
 
 
-def _scan(f, args, argnums, w, t):  # type: ignore[no-untyped-def]
+def _scan(f: Callable[..., Any], args: Any, argnums: Any, w: Any, t: Any) -> Any:
     """A sequence of problems (the rows): the weighted total as the carry, and its
     gradient back through the scan."""
     def total(*a: Any) -> Any:
@@ -110,7 +110,7 @@ def _scan(f, args, argnums, w, t):  # type: ignore[no-untyped-def]
     return jax.value_and_grad(total, argnums)(*args)
 
 
-def _vmap_grad(f, args, argnums, w, t):  # type: ignore[no-untyped-def]
+def _vmap_grad(f: Callable[..., Any], args: Any, argnums: Any, w: Any, t: Any) -> Any:
     """Per-example gradients: the gradient of each row's weighted output, batched."""
     def row_grad(*row: Any) -> Any:
         *problem, w_row = row
@@ -118,7 +118,7 @@ def _vmap_grad(f, args, argnums, w, t):  # type: ignore[no-untyped-def]
     return jax.vmap(row_grad)(*args, w)
 
 
-def _export(f, args, argnums, w, t):  # type: ignore[no-untyped-def]
+def _export(f: Callable[..., Any], args: Any, argnums: Any, w: Any, t: Any) -> Any:
     """A serialized round trip of ``jax.export`` with a symbolic batch dimension and the
     VJP (``vjp_order=1``): the values for 3 rows and for 2 rows from the one export, and
     the gradient of the restored function."""
@@ -138,7 +138,7 @@ def _restored(f: Callable[..., Any], dtypes: tuple[str, ...]) -> Any:
     return jax.export.deserialize(exported.serialize(vjp_order=1))
 
 
-def _export_reference(f, args, argnums, w, t):  # type: ignore[no-untyped-def]
+def _export_reference(f: Callable[..., Any], args: Any, argnums: Any, w: Any, t: Any) -> Any:
     """What :func:`_export` must return, computed without the export (the export of JAX's
     own formula would test JAX's export, not xent; it costs as many compiles)."""
     return f(*args), f(*(a[:2] for a in args)), jax.grad(_scalar(f, w), argnums)(*args)
