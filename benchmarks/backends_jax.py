@@ -10,7 +10,9 @@ float32, minimum over repeats with ``block_until_ready``. The ratio is xent / re
 (below 1.0 is faster). Also: rows with 10% masked (-inf) classes, where xent runs its
 masked-class fix and the optax-style formula returns NaN; and the eager (non-jit) per-call
 cost at 2x3, against the optax-style formula run eagerly and against xent under jit (the
-difference is xent's Python-side dispatch and validation).
+difference is xent's Python-side dispatch and validation). And other transforms of the
+dense loss at 4096x1000: ``jax.jvp`` in the logits, ``grad`` in labels and logits, and
+per-example gradients (``vmap(grad)`` over the rows).
 
 Run: ``python benchmarks/backends_jax.py [--quick]``.
 """
@@ -112,6 +114,7 @@ def rows(budget: float) -> tuple[list[Row], list[Row]]:
         t_ours, t_theirs = seconds([lambda f=jax.jit(loss): f(*args),
                                     lambda f=jax.jit(reference): f(*args)], budget)
         out.append((f"jit dense {name} 10% -inf", "4096x1000", t_ours, t_theirs))
+    out += _transform_rows(rng, budget)
     logits = jnp.asarray(rng.standard_normal((2, 3), dtype=np.float32))
     dense = jnp.asarray(np.eye(3, dtype=np.float32)[[1, 2]])
     sparse = jnp.asarray(np.array([1, 2], np.int32))
@@ -126,6 +129,33 @@ def rows(budget: float) -> tuple[list[Row], list[Row]]:
         out.append((name, "2x3", t_ours, t_theirs))
         overhead.append((name, "2x3", t_ours, t_jit))
     return out, overhead
+
+
+def _transform_rows(rng: np.random.Generator, budget: float) -> list[Row]:
+    """Other transforms at 4096x1000: forward mode, the gradient in labels and logits, and
+    per-example gradients (``vmap`` of ``grad`` over the rows)."""
+    logits = jnp.asarray(rng.standard_normal((4096, 1000), dtype=np.float32) * 3)
+    labels = jnp.asarray(_one_hot(rng.integers(0, 1000, 4096), 1000))
+    direction = jnp.asarray(rng.standard_normal((4096, 1000), dtype=np.float32))
+
+    def jvp(loss: Callable[[Any, Any], Any]) -> Callable[[Any, Any, Any], Any]:
+        return lambda y, x, t: jax.jvp(lambda x: loss(y, x), (x,), (t,))
+
+    def grad_both(loss: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        return jax.grad(lambda y, x: loss(y, x).sum(), argnums=(0, 1))
+
+    def per_example(loss: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        return jax.vmap(jax.grad(lambda y, x: loss(y, x), argnums=1))
+
+    cases = [("jvp", jvp, (labels, logits, direction)),
+             ("grad labels+logits", grad_both, (labels, logits)),
+             ("vmap(grad) per row", per_example, (labels, logits))]
+    out: list[Row] = []
+    for name, transform, args in cases:
+        ours, theirs = jax.jit(transform(xent_dense)), jax.jit(transform(optax_dense))
+        t_ours, t_theirs = seconds([lambda: ours(*args), lambda: theirs(*args)], budget)
+        out.append((f"jit dense {name}", "4096x1000", t_ours, t_theirs))
+    return out
 
 
 def _one_hot(classes: np.ndarray, c: int) -> np.ndarray:

@@ -231,7 +231,7 @@ def test_moveaxis_equivalence():
 @pytest.mark.parametrize("mode", MODES)
 def test_large_batches_fix_masked_rows_too(mode):
     # above _SMALL elements the plain fused formula runs first and a lax.cond fixes NaNs
-    from xent.backends._jax import _SMALL
+    from xent.backends._jax_ops import SMALL as _SMALL
 
     rng = np.random.default_rng(6)
     x = rng.standard_normal((8, _SMALL // 4)).astype(np.float32)
@@ -308,14 +308,17 @@ def test_forward_mode_and_hessian():
     p = np_softmax(MASKED_LOGITS[0].astype(np.float64))
     np.testing.assert_allclose(value, MASKED_LOSS, rtol=1e-6)
     np.testing.assert_allclose(tangent, ((p - MASKED_LABELS[0]) * tx).sum(), atol=1e-6)
-    # label tangent: (lse - logits) . dlabels; the rule is linear (JAX transposes it for
-    # reverse mode), so a zero tangent at a masked class is 0 * inf = NaN
+    # label tangent: (lse - logits) . dlabels; a label that does not move contributes 0,
+    # also at a masked class (lse - logits = +inf there), and +inf where it moves
     d = lse(SEED_LOGITS[0].astype(np.float64)) - SEED_LOGITS[0]
     ty = jnp.array([1.0, 2.0, 0.0], jnp.float32)
     _, t = jax.jvp(lambda y: dense(y, jnp.asarray(SEED_LOGITS[0])), (y,), (ty,))
     np.testing.assert_allclose(t, d[0] + 2 * d[1], rtol=1e-6)
+    d = lse(MASKED_LOGITS[0].astype(np.float64)) - MASKED_LOGITS[0]
     _, t = jax.jvp(lambda y: dense(y, x), (y,), (ty,))
-    assert np.isnan(t)
+    np.testing.assert_allclose(t, d[0] + 2 * d[1], rtol=1e-6)
+    _, t = jax.jvp(lambda y: dense(y, x), (y,), (ty.at[2].set(0.5),))
+    assert t == np.inf
     hessian = jax.jit(jax.hessian(lambda x: dense(y, x)))(x)
     np.testing.assert_allclose(hessian, np.diag(p) - np.outer(p, p), atol=1e-6)
 

@@ -1,44 +1,28 @@
-"""The JAX backend: ``jax.nn`` kernels plus the masked-class fix, under jit, grad and vmap.
+"""The JAX backend: dispatch, conversion and the conformance hooks.
 
-Each math method is one jitted function (one dispatch when called eagerly, inlined in the
-user's ``jit``). float16 and bfloat16 are computed in float32 inside. float64 needs
-``jax_enable_x64``, as everywhere in JAX; the conformance hooks enable it for the call.
-
-Dense cross-entropy, ``sum_c labels_c * (lse - logits_c)``: at a masked class (label 0,
-logit ``-inf``) the term is ``0 * inf = NaN``. The plain formula runs first (XLA fuses it
-into one loop, as fast as optax's); only when its result has a NaN does a ``lax.cond``
-recompute with ``where(labels == 0, 0, ...)``. A ``custom_vmap`` rule keeps that predicate
-a scalar under ``vmap``. Gradients come from a ``custom_jvp`` rule, linear in the
-tangents (``softmax * sum(labels) - labels`` for logits, ``lse - logits`` for labels,
-``+inf`` at a masked class), so ``grad`` (by transposition), ``jvp``, ``vmap``, ``jit``
-and ``hessian`` all work.
-
-Accuracy is that of ``jax.nn`` and optax: a few eps of ``|lse|`` absolute. A confident row
-whose loss is below that (``log1p`` territory) rounds, to 0 in float32; the NumPy
-reference is relative-accurate there, at a cost XLA:CPU does not fuse away (1.4-6x).
+The math is in :mod:`xent.backends._jax_ops` (``jax.nn`` kernels, the masked-class fix,
+``custom_jvp`` / ``custom_vmap`` rules: native under every JAX transform); the hooks' modes
+(``eager``, ``jit`` and the transforms ``vmap``, ``export``) in
+:mod:`xent.backends._jax_modes`. float64 needs ``jax_enable_x64``, as everywhere in JAX;
+the conformance hooks enable it for the call.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
-from functools import cache, partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.custom_derivatives import SymbolicZero
 
+from xent.backends import _jax_modes, _jax_ops
 from xent.backends._base import Backend
 from xent.backends._jax_options import JaxArrayOps
 
 Array = Any
-_HALF = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
-_INT32 = np.iinfo(np.int32)
 _DTYPES = ("float16", "bfloat16", "float32")
 _NAMES: dict[Any, str] = {}  # dtype -> NumPy-style name
-_SMALL = 1 << 14  # logits elements up to which the masked-class fix runs unconditionally
 
 
 def _canonical(dtype: str | np.dtype) -> np.dtype:
@@ -46,140 +30,30 @@ def _canonical(dtype: str | np.dtype) -> np.dtype:
     return jax.dtypes.canonicalize_dtype(np.dtype(dtype))
 
 
-def _up(x: Array) -> Array:
-    """float16 / bfloat16 in float32, the dtype the math runs in; other dtypes unchanged."""
-    return x.astype(jnp.float32) if x.dtype in _HALF else x
-
-
-def _logsumexp(x: Array, axis: int) -> Array:
-    """``max + log(sum(exp(x - max)))``, keepdims: NaN for a row with a NaN or ``+inf`` logit
-    or with every logit ``-inf``. (``jax.nn.logsumexp`` selects on a non-finite max, which
-    XLA:CPU does not fuse with the reductions: 1.5x slower, for rows that are NaN anyway.)"""
-    m = jax.lax.stop_gradient(x.max(axis, keepdims=True))
-    return m + jnp.log(jnp.exp(x - m).sum(axis, keepdims=True))
-
-
-def _masked_loss(labels: Array, logits: Array, axis: int) -> Array:
-    """The loss with the masked-class fix: a zero label's term is exactly 0.
-
-    NaN for a row whose logsumexp is NaN, also where every label of the row is 0."""
-    lse = _logsumexp(logits, axis)
-    loss = jnp.where(labels == 0, 0, labels * (lse - logits)).sum(axis)
-    return jnp.where(jnp.isnan(lse.squeeze(axis)), jnp.nan, loss)
-
-
-@cache
-def _dense_value(axis: int) -> Callable[[Array, Array], Array]:
-    """The loss along ``axis``: the plain formula, and :func:`_masked_loss` only when the
-    batch has a NaN (``0 * inf`` at a masked class, or a NaN row).
-
-    XLA:CPU fuses the plain formula into one loop; a compare/select splits it (2x slower
-    forward), so the fix runs under ``lax.cond``. Under ``vmap`` a batched predicate would
-    turn the cond into a select of both branches: the vmap rule instead runs the same
-    function on the batched arrays (one more leading axis), keeping one scalar predicate."""
-
-    @jax.custom_batching.custom_vmap
-    def value(labels: Array, logits: Array) -> Array:
-        if logits.size <= _SMALL:  # small: the cond costs more kernels than the select
-            return _masked_loss(labels, logits, axis)
-        loss = (labels * (_logsumexp(logits, axis) - logits)).sum(axis)
-        return jax.lax.cond(jnp.isnan(loss).any(), partial(_masked_loss, axis=axis),
-                            lambda labels, logits: loss, labels, logits)
-
-    @value.def_vmap
-    def batched(size: int, in_batched: list[bool], labels: Array, logits: Array) -> Any:
-        labels, logits = (x if b else jnp.broadcast_to(x, (size, *x.shape))
-                          for x, b in zip((labels, logits), in_batched))
-        return _dense_value(axis + 1)(labels, logits), True
-
-    return value
-
-
-@partial(jax.custom_jvp, nondiff_argnums=(2,))
-def _dense(labels: Array, logits: Array, axis: int) -> Array:
-    """``sum_c labels_c * (logsumexp(logits) - logits_c)``, 0 where ``labels_c == 0``."""
-    return _dense_value(axis)(labels, logits)
-
-
-@partial(_dense.defjvp, symbolic_zeros=True)
-def _dense_jvp(axis: int, primals: tuple[Array, Array], tangents: tuple[Any, Any]) -> Any:
-    """``dloss = sum_c (softmax_c * sum(labels) - labels_c) dlogits_c
-    + sum_c (logsumexp - logits_c) dlabels_c``; transposed by JAX for reverse mode."""
-    labels, logits = primals
-    dlabels, dlogits = tangents
-    loss = _dense(labels, logits, axis)  # the rule calls _dense: higher orders use it too
-    dloss = jnp.zeros_like(loss)
-    if not isinstance(dlogits, SymbolicZero):
-        # finite at a masked class: softmax_c = exp(-inf) = 0 and labels_c = 0. Small: share
-        # the loss's lse (fewer kernels); large: XLA:CPU fuses jax.nn.softmax's own max and
-        # sum better than a shared lse, which it materialises broadcast to [..., C]
-        softmax = (jnp.exp(logits - _logsumexp(logits, axis)) if logits.size <= _SMALL
-                   else jax.nn.softmax(logits, axis))
-        weight = softmax * labels.sum(axis, keepdims=True) - labels
-        dloss = dloss + (weight * dlogits).sum(axis)
-    if not isinstance(dlabels, SymbolicZero):
-        # +inf at a masked class (the TF2 value); a zero tangent there gives NaN (0 * inf)
-        dloss = dloss + ((_logsumexp(logits, axis) - logits) * dlabels).sum(axis)
-    return loss, dloss
-
-
-@partial(jax.jit, static_argnums=2)
-def _cross_entropy(labels: Array, logits: Array, axis: int) -> Array:
-    return _dense(_up(labels), _up(logits), axis).astype(logits.dtype)
-
-
-@partial(jax.jit, static_argnums=2)
-def _sparse_cross_entropy(labels: Array, logits: Array, axis: int) -> Array:
-    """``logsumexp(logits) - logits[labels]``; NaN (value and gradient) for a label outside
-    ``[0, C)`` and for a row whose logsumexp is not finite."""
-    x = _up(logits)
-    lse = _logsumexp(x, axis).squeeze(axis)  # NaN for a NaN, +inf or all -inf row
-    valid = _in_range(labels, x.shape[axis])
-    # range checked on the labels as given: take_along_axis wraps negative indices, clamps,
-    # and casts int64 indices to int32 before its own bounds check (2**32 becomes class 0)
-    index = jnp.expand_dims(jnp.where(valid, labels, 0).astype(jnp.int32), axis)
-    picked = jnp.take_along_axis(x, index, axis=axis, mode="promise_in_bounds").squeeze(axis)
-    loss = (lse - picked) * jnp.where(valid, 1, jnp.nan).astype(x.dtype)  # NaN grad too
-    return loss.astype(logits.dtype)
-
-
-def _in_range(labels: Array, num_classes: int) -> Array:
-    """``0 <= labels < num_classes``, without a comparison constant the dtype cannot hold."""
-    info = jnp.iinfo(labels.dtype)
-    valid = labels >= 0 if info.min < 0 else jnp.ones(labels.shape, bool)
-    return valid & (labels < num_classes) if num_classes <= info.max else valid
-
-
-@partial(jax.jit, static_argnums=1)
-def _softmax(logits: Array, axis: int) -> Array:
-    return jax.nn.softmax(_up(logits), axis=axis).astype(logits.dtype)
-
-
-@partial(jax.jit, static_argnums=1)
-def _log_softmax(logits: Array, axis: int) -> Array:
-    return jax.nn.log_softmax(_up(logits), axis=axis).astype(logits.dtype)
-
-
-@partial(jax.jit, static_argnums=1)
-def _reduce(loss: Array, reduction: str) -> Array:
-    x = _up(loss)  # float16 sums accumulate in float32
-    return (x.sum() if reduction == "sum" else x.mean()).astype(loss.dtype)
-
-
-def _x64_for(*arrays: np.ndarray) -> contextlib.AbstractContextManager[Any]:
-    """``jax.enable_x64`` for a call with float64 input or integers beyond int32 (the
-    conformance hooks only; user code decides x64 itself)."""
-    if any(a.dtype == np.float64 or (a.dtype.kind in "iu" and a.size and not
-           (_INT32.min <= a.min() and a.max() <= _INT32.max)) for a in map(np.asarray, arrays)):
-        return jax.enable_x64(True)
-    return contextlib.nullcontext()
-
-
 class JaxBackend(JaxArrayOps, Backend):
+    """``jax.Array`` and JAX tracers (inside ``jit``, ``grad``, ``vmap``, ``export``...)."""
+
     name = "jax"
     module = "jax"
-    modes = ("eager", "jit")
-    tracing_modes = ("jit",)
+    modes = _jax_modes.EXECUTION_MODES  # ("eager", "jit")
+    #: the value-producing transforms the conformance suite also runs the catalog through
+    transform_modes = _jax_modes.TRANSFORM_MODES  # ("vmap", "export")
+    tracing_modes = ("jit", "vmap", "export")  # out-of-range labels give NaN rows
+    #: The project's test suite runs each transform mode on the product of these cases and
+    #: dtypes only: XLA compiles per shape and dtype (0.2-0.8 s a program), and the catalog
+    #: in every dtype would add ~2 min a mode. ``xent conformance`` runs the whole catalog.
+    #: The cases cover what a transform can get wrong: masked classes and NaN rows (fix
+    #: branch, batch leaks), out-of-range labels (tracing), the class axis moved by vmap's
+    #: batch axis (rank3_axis0), the lax.cond path and its vmap rule (large_classes), rank 1,
+    #: a class axis of size 1, an empty batch, int32 labels; float32 (bfloat16 under vmap
+    #: and float64 under export: tests/test_jax_transforms.py::test_jvp_hook).
+    transform_test_subset = {
+        "vmap": (("masked", "masked_all_but_one", "nan_row", "inf_rows", "zero_labels",
+                  "sparse_out_of_range", "rank3_axis0", "large_classes", "zero_batch"),
+                 ("float32",)),
+        "export": (("masked", "nan_row", "inf_rows", "sparse_edges", "sparse_out_of_range",
+                    "rank1", "rank3_axis1", "one_class", "zero_batch"), ("float32",)),
+    }
     has_autodiff = True
 
     #: float64 arrays exist only while ``jax_enable_x64`` is on (user code decides that);
@@ -227,58 +101,58 @@ class JaxBackend(JaxArrayOps, Backend):
         return int(flat[(flat < 0) | (flat >= num_classes)][0])
 
     def reduce(self, loss: Array, reduction: str) -> Array:
-        return _reduce(loss, reduction)
+        return _jax_ops.reduce(loss, reduction)
 
     # -- math -----------------------------------------------------------------------------
     def softmax(self, logits: Array, axis: int) -> Array:
-        return _softmax(logits, axis)
+        return _jax_ops.softmax(logits, axis)
 
     def log_softmax(self, logits: Array, axis: int) -> Array:
-        return _log_softmax(logits, axis)
+        return _jax_ops.log_softmax(logits, axis)
 
     def softmax_cross_entropy_with_logits(self, labels: Array, logits: Array, axis: int) -> Array:
-        return _cross_entropy(labels, logits, axis)
+        return _jax_ops.cross_entropy(labels, logits, axis)
 
     def sparse_softmax_cross_entropy_with_logits(
         self, labels: Array, logits: Array, axis: int
     ) -> Array:
-        return _sparse_cross_entropy(labels, logits, axis)
+        return _jax_ops.sparse_cross_entropy(labels, logits, axis)
 
-    # -- conformance hooks -----------------------------------------------------------------
+    # -- conformance hooks (NumPy in, NumPy out; x64 on for float64 or wide integers) -----
     def run(self, mode: str, fn: Callable[..., Array], *args: np.ndarray) -> np.ndarray:
-        with _x64_for(*args):
-            call = self._in_mode(mode, fn)
-            return self.to_numpy(call(*[self.asarray(a, dtype=str(a.dtype)) for a in args]))
+        with _jax_modes.x64_for(*args):
+            return _jax_modes.call(mode, fn, self._arrays(args))
 
     def value_and_grad(
         self, mode: str, fn: Callable[[Array, Array], Array], labels: np.ndarray,
         logits: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """Integer (and bool) labels get no gradient (None); a stop_gradient gives zeros."""
-        differentiable = jnp.issubdtype(labels.dtype, jnp.floating)
-
-        def value_and_grads(y: Array, x: Array) -> tuple[Array, Array | None, Array]:
-            if not differentiable:
-                value, pullback = jax.vjp(lambda x: fn(y, x), x)
-                (dx,) = pullback(jnp.ones_like(value))
-                return value, None, dx
-            value, pullback = jax.vjp(fn, y, x)
-            dy, dx = pullback(jnp.ones_like(value))
+        floating = bool(jnp.issubdtype(labels.dtype, jnp.floating))  # bfloat16 included
+        computation = _jax_modes.value_and_grad_of(fn, floating)
+        with _jax_modes.x64_for(labels, logits):
+            value, dy, dx = _jax_modes.call(mode, computation, self._arrays((labels, logits)))
             return value, dy, dx
 
-        with _x64_for(labels, logits):
-            call = self._in_mode(mode, value_and_grads)
-            y = self.asarray(labels, dtype=str(labels.dtype))
-            value, dy, dx = call(y, self.asarray(logits, dtype=str(logits.dtype)))
-            return (self.to_numpy(value), None if dy is None else self.to_numpy(dy),
-                    self.to_numpy(dx))
+    def jvp(
+        self, mode: str, fn: Callable[..., Array], args: tuple[np.ndarray, ...],
+        tangents: tuple[np.ndarray | None, ...],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``jax.jvp``; a tangent is cast to its argument's dtype (JAX requires it), None
+        holds that argument constant (integer labels)."""
+        if len(tangents) != len(args):
+            raise ValueError(f"jax: {len(args)} arguments but {len(tangents)} tangents")
+        moving = tuple(t is not None for t in tangents)
+        with _jax_modes.x64_for(*args):  # tangents take their argument's dtype
+            primals = self._arrays(args)
+            directions = [self.asarray(t, dtype=self.dtype_name(p))
+                          for t, p in zip(tangents, primals) if t is not None]
+            value, tangent = _jax_modes.call(mode, _jax_modes.jvp_of(fn, moving),
+                                             [*primals, *directions])
+            return value, tangent
 
-    def _in_mode(self, mode: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        if mode == "eager":
-            return fn
-        if mode == "jit":
-            return jax.jit(fn)
-        raise ValueError(f"{self.name}: unknown mode {mode!r}")
+    def _arrays(self, args: tuple[np.ndarray, ...]) -> list[Array]:
+        return [self.asarray(a, dtype=str(a.dtype)) for a in args]
 
 
 def _device_of(like: Array | None) -> Any:

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from xent import _options
+from xent.backends._jax_ops import in_range
 
 Array = Any
 _HALF = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
@@ -21,13 +22,6 @@ _HALF = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
 
 def _compute(dtype: Any) -> Any:
     return jnp.float32 if jnp.dtype(dtype) in _HALF else dtype
-
-
-def in_range(labels: Array, num_classes: int) -> Array:
-    """``0 <= labels < num_classes``, without a comparison constant the dtype cannot hold."""
-    info = jnp.iinfo(labels.dtype)
-    valid = labels >= 0 if info.min < 0 else jnp.ones(labels.shape, bool)
-    return valid & (labels < num_classes) if num_classes <= info.max else valid
 
 
 class JaxArrayOps:

@@ -74,6 +74,13 @@ def modes_of(backend: Backend) -> tuple[str, ...]:
     return tuple(backend.modes) + tuple(getattr(backend, "transform_modes", ()))
 
 
+def supports_options(backend: Backend) -> bool:
+    """Whether ``backend`` implements the array operations the loss options are composed
+    from (``Backend.where`` and the rest; the base class raises)."""
+    where = getattr(type(backend), "where", None)
+    return where is not None and where is not Backend.where
+
+
 def has_forward_mode(backend: Backend) -> bool:
     """Whether ``backend`` implements :meth:`Backend.jvp` (the base class raises)."""
     jvp = getattr(type(backend), "jvp", None)
@@ -227,6 +234,9 @@ def evaluate(name: str, dtype: str, backend: Backend, mode: str) -> Evaluation:
 
     if dtype not in backend.dtypes:
         why = f"{dtype}: not in the dtypes of {backend.name}"
+        return Evaluation([na(q, why) for q in wanted], {})
+    if case.options is not None and not supports_options(backend):
+        why = f"loss options: {backend.name} does not implement Backend.where and the rest"
         return Evaluation([na(q, why) for q in wanted], {})
     inp = cases.inputs(name, dtype)
     refs = reference(name, dtype)

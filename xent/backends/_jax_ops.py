@@ -1,0 +1,179 @@
+"""The JAX backend's math: ``jax.nn`` kernels plus the masked-class fix, native to every
+JAX transform (``jit``, ``grad``, ``vmap``, ``jvp``, ``jacfwd``/``jacrev``, ``hessian``,
+``checkpoint``, ``lax.scan``, ``jax.export`` with symbolic shapes).
+
+Each entry point is one jitted function (one dispatch when called eagerly, inlined in the
+user's ``jit``). float16 and bfloat16 are computed in float32 inside.
+
+Dense cross-entropy, ``sum_c labels_c * (lse - logits_c)``: at a masked class (label 0,
+logit ``-inf``) the term is ``0 * inf = NaN``. The plain formula runs first (XLA fuses it
+into one loop, as fast as optax's); only when its result has a NaN does a ``lax.cond``
+recompute with ``where(labels == 0, 0, ...)``. A ``custom_vmap`` rule keeps that predicate
+a scalar under ``vmap``. Derivatives come from a ``custom_jvp`` rule, linear in the
+tangents: ``dloss = sum_c (softmax_c * sum(labels) - labels_c) dlogits_c
++ sum_c (lse - logits_c) dlabels_c``. JAX transposes it for reverse mode, so one rule
+serves ``jvp``, ``grad``, ``jacfwd``, ``jacrev`` and ``hessian``. The label term is a
+:func:`zero_safe_multiply`: ``+inf`` at a masked class where the label moves, 0 where it
+does not (``jacfwd`` in the labels, and ``jacrev`` rows of other examples, stay finite).
+
+Shape polymorphism (``jax.export`` with symbolic dimensions): no Python branch reads a
+symbolic size; where the size is symbolic the ``lax.cond`` path runs, which fits any size.
+
+Accuracy is that of ``jax.nn`` and optax: a few eps of ``|lse|`` absolute. A confident row
+whose loss is below that (``log1p`` territory) rounds, to 0 in float32; the NumPy
+reference is relative-accurate there, at a cost XLA:CPU does not fuse away (1.4-6x).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache, partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.custom_derivatives import SymbolicZero
+
+from xent.backends._jax_zero_safe import zero_safe_multiply
+
+Array = Any
+_HALF = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
+_INT32_MAX = int(np.iinfo(np.int32).max)
+SMALL = 1 << 14  # logits elements up to which the masked-class fix runs unconditionally
+
+
+def _up(x: Array) -> Array:
+    """float16 / bfloat16 in float32, the dtype the math runs in; other dtypes unchanged."""
+    return x.astype(jnp.float32) if x.dtype in _HALF else x
+
+
+def _is_small(x: Array) -> bool:
+    """At most :data:`SMALL` elements; False for a symbolic size (``jax.export``), which
+    a Python ``if`` cannot compare."""
+    size = x.size
+    return not jax.export.is_symbolic_dim(size) and size <= SMALL
+
+
+def _logsumexp(x: Array, axis: int) -> Array:
+    """``max + log(sum(exp(x - max)))``, keepdims: NaN for a row with a NaN or ``+inf`` logit
+    or with every logit ``-inf``. (``jax.nn.logsumexp`` selects on a non-finite max, which
+    XLA:CPU does not fuse with the reductions: 1.5x slower, for rows that are NaN anyway.)"""
+    m = jax.lax.stop_gradient(x.max(axis, keepdims=True))
+    return m + jnp.log(jnp.exp(x - m).sum(axis, keepdims=True))
+
+
+def _masked_loss(labels: Array, logits: Array, axis: int) -> Array:
+    """The loss with the masked-class fix: a zero label's term is exactly 0.
+
+    NaN for a row whose logsumexp is NaN, also where every label of the row is 0."""
+    lse = _logsumexp(logits, axis)
+    loss = jnp.where(labels == 0, 0, labels * (lse - logits)).sum(axis)
+    return jnp.where(jnp.isnan(lse.squeeze(axis)), jnp.nan, loss)
+
+
+@cache
+def _dense_value(axis: int) -> Callable[[Array, Array], Array]:
+    """The loss along ``axis``: the plain formula, and :func:`_masked_loss` only when the
+    batch has a NaN (``0 * inf`` at a masked class, or a NaN row).
+
+    XLA:CPU fuses the plain formula into one loop; a compare/select splits it (2x slower
+    forward), so the fix runs under ``lax.cond``. Under ``vmap`` a batched predicate would
+    turn the cond into a select of both branches: the vmap rule instead runs the same
+    function on the batched arrays (one more leading axis), keeping one scalar predicate."""
+
+    @jax.custom_batching.custom_vmap
+    def value(labels: Array, logits: Array) -> Array:
+        if _is_small(logits):  # small: the cond costs more kernels than the select
+            return _masked_loss(labels, logits, axis)
+        loss = (labels * (_logsumexp(logits, axis) - logits)).sum(axis)
+        return jax.lax.cond(jnp.isnan(loss).any(), partial(_masked_loss, axis=axis),
+                            lambda labels, logits: loss, labels, logits)
+
+    @value.def_vmap
+    def batched(size: int, in_batched: list[bool], labels: Array, logits: Array) -> Any:
+        labels, logits = (x if b else jnp.broadcast_to(x, (size, *x.shape))
+                          for x, b in zip((labels, logits), in_batched))
+        return _dense_value(axis + 1)(labels, logits), True
+
+    return value
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _dense(labels: Array, logits: Array, axis: int) -> Array:
+    """``sum_c labels_c * (logsumexp(logits) - logits_c)``, 0 where ``labels_c == 0``."""
+    return _dense_value(axis)(labels, logits)
+
+
+@partial(_dense.defjvp, symbolic_zeros=True)
+def _dense_jvp(axis: int, primals: tuple[Array, Array], tangents: tuple[Any, Any]) -> Any:
+    """``dloss = sum_c (softmax_c * sum(labels) - labels_c) dlogits_c
+    + sum_c (logsumexp - logits_c) dlabels_c``; transposed by JAX for reverse mode."""
+    labels, logits = primals
+    dlabels, dlogits = tangents
+    loss = _dense(labels, logits, axis)  # the rule calls _dense: higher orders use it too
+    dloss = jnp.zeros_like(loss)
+    if not isinstance(dlogits, SymbolicZero):
+        # finite at a masked class: softmax_c = exp(-inf) = 0 and labels_c = 0. Small: share
+        # the loss's lse (fewer kernels); large: XLA:CPU fuses jax.nn.softmax's own max and
+        # sum better than a shared lse, which it materialises broadcast to [..., C]
+        softmax = (jnp.exp(logits - _logsumexp(logits, axis)) if _is_small(logits)
+                   else jax.nn.softmax(logits, axis))
+        weight = softmax * labels.sum(axis, keepdims=True) - labels
+        dloss = dloss + (weight * dlogits).sum(axis)
+    if not isinstance(dlabels, SymbolicZero):
+        # +inf at a masked class (the TF2 value) where dlabels_c != 0; 0 where it is 0
+        weight = _logsumexp(logits, axis) - logits
+        dloss = dloss + zero_safe_multiply(weight, dlabels).sum(axis)
+    return loss, dloss
+
+
+@partial(jax.jit, static_argnums=2)
+def cross_entropy(labels: Array, logits: Array, axis: int) -> Array:
+    """The dense loss in the dtype of ``logits`` (labels already cast to it)."""
+    return _dense(_up(labels), _up(logits), axis).astype(logits.dtype)
+
+
+@partial(jax.jit, static_argnums=2)
+def sparse_cross_entropy(labels: Array, logits: Array, axis: int) -> Array:
+    """``logsumexp(logits) - logits[labels]``; NaN (value and gradient) for a label outside
+    ``[0, C)`` and for a row whose logsumexp is not finite."""
+    x = _up(logits)
+    lse = _logsumexp(x, axis).squeeze(axis)  # NaN for a NaN, +inf or all -inf row
+    valid = in_range(labels, x.shape[axis])
+    # range checked on the labels as given: take_along_axis wraps negative indices, clamps,
+    # and casts int64 indices to int32 before its own bounds check (2**32 becomes class 0)
+    index = jnp.expand_dims(jnp.where(valid, labels, 0).astype(jnp.int32), axis)
+    picked = jnp.take_along_axis(x, index, axis=axis, mode="promise_in_bounds").squeeze(axis)
+    loss = (lse - picked) * jnp.where(valid, 1, jnp.nan).astype(x.dtype)  # NaN grad too
+    return loss.astype(logits.dtype)
+
+
+def in_range(labels: Array, num_classes: Any) -> Array:
+    """``0 <= labels < num_classes``, without a comparison constant the dtype cannot hold.
+
+    A symbolic ``num_classes`` (``jax.export``) has no Python comparison with the dtype's
+    maximum: it is compared in the program, as ``labels <= min(num_classes - 1, max)``."""
+    info = jnp.iinfo(labels.dtype)
+    valid = labels >= 0 if info.min < 0 else jnp.ones(labels.shape, bool)
+    if jax.export.is_symbolic_dim(num_classes):  # an int32 value in the program
+        last = jax.core.min_dim(num_classes - 1, min(int(info.max), _INT32_MAX))
+        return valid & (labels <= jnp.asarray(last).astype(labels.dtype))
+    return valid & (labels < num_classes) if num_classes <= info.max else valid
+
+
+@partial(jax.jit, static_argnums=1)
+def softmax(logits: Array, axis: int) -> Array:
+    return jax.nn.softmax(_up(logits), axis=axis).astype(logits.dtype)
+
+
+@partial(jax.jit, static_argnums=1)
+def log_softmax(logits: Array, axis: int) -> Array:
+    return jax.nn.log_softmax(_up(logits), axis=axis).astype(logits.dtype)
+
+
+@partial(jax.jit, static_argnums=1)
+def reduce(loss: Array, reduction: str) -> Array:
+    """``"sum"`` or ``"mean"``; float16 sums accumulate in float32."""
+    x = _up(loss)
+    return (x.sum() if reduction == "sum" else x.mean()).astype(loss.dtype)
