@@ -51,6 +51,9 @@ class Backend:
     #: when running all of them would be too slow (``xent conformance`` runs everything);
     #: a transform mode not listed runs the whole catalog in the tests too.
     transform_test_subset: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+    #: Modes whose traced shapes are symbolic (``jax.export``): arrays captured by the traced
+    #: function with fixed shapes (the catalog's loss options) cannot follow them.
+    symbolic_modes: tuple[str, ...] = ()
     #: Modes in which sparse labels out of range give NaN instead of ValueError.
     tracing_modes: tuple[str, ...] = ()
     #: Whether :meth:`value_and_grad` is implemented (frameworks with autodiff).
