@@ -92,7 +92,7 @@ def test_equals_optax_on_jax_arrays(name: str) -> None:
 
     @jax.jit  # one compilation for both functions, values and gradients
     def both(x: Any) -> Any:
-        return [jax.value_and_grad(lambda x: fn(x, y, **kwargs).sum(), has_aux=False)(x)
+        return [jax.value_and_grad(lambda x, fn=fn: fn(x, y, **kwargs).sum())(x)
                 + (fn(x, y, **kwargs),) for fn in (mine, original)]
 
     (_, grad, value), (_, expected_grad, expected_value) = both(x)

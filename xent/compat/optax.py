@@ -79,7 +79,7 @@ def smooth_labels(labels: Any, alpha: Any, *, axis: Any = -1, where: Any = None)
             axis if isinstance(axis, tuple) else (axis,))
         num_classes = 1
         for a in axes:
-            num_classes *= shape[a]
+            num_classes *= shape[a] or 0  # static: the twins' shapes are known here
         return (1.0 - alpha) * labels + alpha / num_classes
     axis = _compose.class_axis(axis, "smooth_labels")
     mask = _compose.native(be, where, like=labels)

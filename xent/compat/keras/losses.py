@@ -120,6 +120,8 @@ def sparse_categorical_crossentropy(y_true: Any, y_pred: Any, from_logits: bool 
 class _Loss:
     """Keras' ``Loss.__call__``: per-row losses, ``sample_weight``, the reduction."""
 
+    _axis: int = -1
+
     def __init__(self, name: str, reduction: Any, dtype: Any) -> None:
         if reduction not in _REDUCTIONS:
             raise ValueError(
