@@ -1,7 +1,7 @@
 """What the framework twins cost: on native tensors against the native function, and over
 the core call they make.
 
-    python benchmarks/twins.py [--quick] [--only torch,optax,jax,keras,tf1]
+    python benchmarks/twins.py [--quick] [--only torch,optax,keras,tf1] [--torch-threads N]
 
 1. overhead at 2x3: each twin against the core call it makes (the same meaning through
    ``xent.*`` directly), in microseconds. Target: <= 2 us over the core call.
@@ -34,6 +34,7 @@ from timing import fmt_time, interleaved_min  # noqa: E402
 import xent  # noqa: E402
 
 LARGE = ((4096, 1000), (256, 32000), (64, 128256))
+TORCH_THREADS: list[int] = []  # --torch-threads: torch.set_num_threads
 Case = tuple[str, Callable[[], Any], Callable[[], Any]]
 
 
@@ -51,6 +52,8 @@ def torch_cases(n: int, c: int, overhead: bool) -> list[Case]:
 
     from xent.compat.torch.nn import functional as twin
 
+    if TORCH_THREADS:  # on a busy machine torch's second thread waits for a core
+        torch.set_num_threads(TORCH_THREADS[0])
     a = _arrays(n, c)
     x, t = torch.tensor(a["x"]), torch.tensor(a["index"])
     core = lambda: xent.sparse_softmax_cross_entropy_with_logits(  # noqa: E731
@@ -126,7 +129,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter timing budget")
     parser.add_argument("--only", default=",".join(FRAMEWORKS))
+    parser.add_argument("--torch-threads", type=int, default=0,
+                        help="torch.set_num_threads(N) (default: torch's own choice)")
     args = parser.parse_args()
+    if args.torch_threads:
+        TORCH_THREADS.append(args.torch_threads)
     budget = 0.5 if args.quick else 2.0
     chosen = [FRAMEWORKS[name] for name in args.only.split(",")]
     warnings.simplefilter("ignore")

@@ -43,3 +43,14 @@ def test_keras_loss_runs_on_torch() -> None:
     pytest.importorskip("torch", reason="the README's port runs on torch")
     out = _run(_examples()[2])
     assert np.isfinite(float(out.split(":")[1]))
+
+
+@pytest.mark.parametrize("module", ["xent.compat.torch.nn", "xent.compat.torch.nn.functional",
+                                    "xent.compat.optax", "xent.compat.jax.nn",
+                                    "xent.compat.keras.losses", "xent.compat.v1.losses"])
+def test_twin_docstring_examples_run(module: str) -> None:
+    import doctest
+    import importlib
+
+    failures, tried = doctest.testmod(importlib.import_module(module))
+    assert tried and not failures

@@ -129,11 +129,12 @@ class _Loss:
                 f"{set(_REDUCTIONS)}. Received: reduction={reduction}")
         self.name = name
         self.reduction = reduction
-        self._dtype = dtype
+        # Keras resolves the compute dtype at construction (``floatx()`` then)
+        self._dtype = str(getattr(dtype, "name", dtype) or _floatx())
 
     @property
     def dtype(self) -> str:
-        return str(getattr(self._dtype, "name", self._dtype) or _floatx())
+        return self._dtype
 
     def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
         be = _compose.backend_of(y_pred, y_true, sample_weight)
