@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
                       metavar="MODULE", help="import MODULE first (it registers a backend)")
     conf.add_argument("--json", metavar="PATH", help="also write every result to PATH as JSON")
     conf.add_argument("--list", action="store_true", help="list the cases and exit")
+    conf.add_argument("--twins", action="store_true",
+                      help="check the framework twins (xent.compat) against their native "
+                           "functions and across backends, instead of the core catalog")
 
     mapping = commands.add_parser("map", parents=quiet,
                                   help="print the TF1 -> TF2 -> xent mapping")

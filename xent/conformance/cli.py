@@ -26,6 +26,8 @@ def main(args: argparse.Namespace) -> int:
         for case in cases.CATALOG:
             print(f"{case.name.ljust(width)}  {case.doc}")
         return 0
+    if getattr(args, "twins", False):
+        return _twins(args)
     names = _choose("case", args.case, cases.case_names())
     dtypes = _choose("dtype", args.dtype, list(cases.DTYPES))
     backends, records = _backends(args.backend)
@@ -50,6 +52,38 @@ def main(args: argparse.Namespace) -> int:
               "of both targets' tolerances):")
         print(report.pairwise_matrix(records, pairs))
     failed = report.failures(records)
+    if failed:
+        print()
+        print(failed)
+    print()
+    print(report.summary(records))
+    if args.json:
+        report.write_json(args.json, records, [_describe(b, mode) for b, mode in targets])
+    return 1 if any(r.passed is False for r in records) else 0
+
+
+def _twins(args: argparse.Namespace) -> int:
+    """``--twins``: the framework twins' matrix (see :mod:`xent.conformance.twins`)."""
+    from xent.conformance import twins
+
+    backends, records = _backends(args.backend)
+    every = {b.name: b for b in backends}
+    for name in ("numpy", "torch", "tensorflow", "jax"):  # natives run on their framework
+        if name not in every and name in xent.backends.available():
+            every[name] = xent.backends.get(name)
+    targets = [(b, mode) for b in backends for mode in runner.modes_of(b)]
+    progress = report.Progress(len(twins.CATALOG) * len(targets))
+    try:
+        records += twins.run_all(targets, every, progress.step)
+    finally:
+        progress.close()
+    pairs = [(b.name, mode) for b, mode in targets]
+    print(twins.matrix(records, pairs))
+    print()
+    print("Each cell: the twin against its native function (where installed; else against "
+          "the twin on NumPy), loss and d/dlogits; the worst error as a fraction of "
+          f"{twins.TOLERANCE:g} eps*scale (float32).")
+    failed = twins.failures(records)
     if failed:
         print()
         print(failed)

@@ -1,0 +1,144 @@
+"""Framework conventions composed from core results, shared by the twins.
+
+Nothing here computes a softmax or a log-sum-exp: these are the masks, counts, divisions
+and label arithmetic by which a twin turns the core's meaning (``xent._options``) into its
+framework's. They work on the arrays of any backend, through the backend protocol
+(``where``, ``count``, ``divide``, ...) and the comparison and indexing operators every
+framework's tensors have (``<``, ``<=``, ``&``, ``~``, ``x[..., 0]``; never ``==``, which a
+TF1 graph tensor answers with a Python bool).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from xent import _dispatch
+from xent.backends import Backend
+
+Array = Any
+
+
+def backend_of(logits: Any, *others: Any) -> Backend:
+    """The backend a call on ``logits`` (and ``others``) runs on, checking they agree."""
+    be = _dispatch.resolve(logits, None, None)
+    for other in others:
+        if other is not None:
+            _dispatch.pick(_dispatch.owner(logits), _dispatch.owner(other, "labels"), None)
+    return be
+
+
+def native(be: Backend, x: Any, like: Any = None, dtype: str | None = None) -> Array:
+    """``x`` as an array of ``be`` (framework-neutral input converted; a tensor as is)."""
+    if _dispatch.owner(x, "argument") is be:
+        return x if dtype is None else be.cast(x, dtype)
+    if np.ndarray in be.native_types:
+        array = np.asarray(x)
+        return array if dtype is None else array.astype(dtype, copy=False)
+    return be.asarray(np.asarray(x), like=like, dtype=dtype)
+
+
+def is_integer(be: Backend, x: Any) -> bool:
+    """Whether ``x`` holds integers (class indices) rather than floats (probabilities)."""
+    if _dispatch.owner(x, "target") is None:
+        x = np.asarray(x)
+        return x.dtype.kind in "iub"
+    name = be.dtype_name(x)
+    return name.startswith(("int", "uint")) or name == "bool"
+
+
+def shape_of(be: Backend, x: Any) -> tuple[int | None, ...]:
+    """Static shape of a framework tensor or of framework-neutral input."""
+    if _dispatch.owner(x, "argument") is None:
+        return np.shape(x)
+    return be.shape(x)
+
+
+def nonzero(x: Array) -> Array:
+    """Elementwise ``x != 0`` (NaN counts as non-zero), with ``<=`` / ``>=`` (see above)."""
+    return ~((x <= 0) & (x >= 0))
+
+
+def divide_no_nan(be: Backend, total: Array, denominator: Array, like: Array) -> Array:
+    """``total / denominator``, and 0 where the denominator is 0 (Keras' and TF1's
+    ``div_no_nan``; the core's ``0 / 0`` is NaN)."""
+    present = nonzero(denominator)
+    safe = be.where(present, denominator, 1.0)
+    return be.where(present, be.divide(total, safe, like), 0.0)
+
+
+def might_hold(be: Backend, labels: Array, value: int, num_classes: int | None) -> bool:
+    """Whether some label may equal ``value`` (an index to ignore): False only when the
+    labels were read (eager, on the host) and all lie in ``[0, num_classes)``, ``value``
+    outside. Lets a twin leave a framework's default ``ignore_index=-100`` out of the core
+    call (a full-size pass) when no row carries it. ``first_out_of_range(labels, 0)`` is the
+    first label when the backend looks at all, None when it cannot (tracing, accelerator)."""
+    if num_classes is None or 0 <= value < num_classes:
+        return True
+    if be.first_out_of_range(labels, num_classes) is not None:
+        return True
+    return be.first_out_of_range(labels, 0) is None
+
+
+def squeeze(x: Array, axis: int, rank: int) -> Array:
+    """``x`` without its size-1 ``axis`` (indexing: every framework's tensors have it)."""
+    axis = axis % rank
+    return x[(slice(None),) * axis + (0,)]
+
+
+def class_axis(axis: Any, function: str) -> int:
+    """An ``int`` class axis (a 1-tuple allowed); several axes are not supported."""
+    if isinstance(axis, tuple) and len(axis) == 1:
+        axis = axis[0]
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise NotImplementedError(
+            f"{function}: axis={axis!r}: xent takes one class axis (an int); move the class "
+            "axes together and reshape them into one first")
+    return axis
+
+
+def kept_count(be: Backend, where: Array, like: Array, axis: int) -> Array:
+    """The number of classes ``where`` keeps, per row of ``like`` (``where`` broadcast to
+    it), along ``axis``, in the dtype of ``like``."""
+    dtype, axis = be.dtype_name(like), axis % len(be.shape(like))
+    mask = be.cast(be.broadcast_like(where, like), dtype)
+    ones = native(be, np.ones(be.shape(like)[axis]), like=like, dtype=dtype)
+    return be.row_dot(mask, ones, axis)
+
+
+def where_mask(be: Backend, where: Any, logits: Array, axis: int) -> Array:
+    """optax's ``where``: a mask of the logits' rank, or of the loss's (one per row, expanded
+    at ``axis``), as a boolean array of ``be``."""
+    mask = native(be, where, like=logits)
+    if len(shape_of(be, mask)) != len(be.shape(logits)):
+        mask = be.expand_dims(mask, axis % len(be.shape(logits)))
+    return mask
+
+
+def row_sum(be: Backend, x: Array, axis: int) -> Array:
+    """``x`` summed along ``axis``, keeping it (size 1)."""
+    axis = axis % len(be.shape(x))
+    ones = native(be, np.ones(be.shape(x)[axis]), like=x, dtype=be.dtype_name(x))
+    return be.expand_dims(be.row_dot(x, ones, axis), axis)
+
+
+def log(be: Backend, x: Array) -> Array:
+    """Elementwise natural log: the backend protocol has none (Keras' probability inputs
+    need it). The framework's own op, imported only for its own tensors."""
+    if be.name == "numpy":
+        with np.errstate(divide="ignore"):
+            return np.log(x)
+    if be.name == "torch":
+        return x.log()
+    if be.name == "tensorflow":
+        import tensorflow as tf
+
+        return tf.math.log(x)
+    if be.name == "jax":
+        import jax.numpy as jnp
+
+        return jnp.log(x)
+    if hasattr(x, "log"):
+        return x.log()
+    raise NotImplementedError(f"{be.name}: probability inputs need an elementwise log")

@@ -1,0 +1,271 @@
+"""Keras 3 loss twins (``keras.losses.categorical_crossentropy``,
+``sparse_categorical_crossentropy`` and their classes): Keras' signatures and meaning, on
+every backend.
+
+    # from keras import losses
+    from xent.compat.keras import losses
+
+Keras' conventions kept: ``(y_true, y_pred)`` order; ``from_logits=False`` (the default)
+takes probabilities; sparse labels may be ``[batch]`` or ``[batch, 1]`` (and floats);
+``label_smoothing`` divides by the size of the *last* axis (as Keras does, whatever
+``axis``); the class forms compute in ``dtype`` (Keras' ``floatx()``, float32) and reduce
+with ``sum_over_batch_size`` (the mean over the rows, over the rows not ignored with
+``ignore_class``), and an empty denominator gives 0.
+
+Probabilities: Keras normalises ``y_pred`` by its sum, clips it to ``[eps, 1 - eps]`` and
+takes ``-sum(y_true * log(p))``. The twin gives the core ``log(clip(y_pred / sum))`` as
+logits (no softmax of its own): equal to Keras wherever nothing is clipped; where some
+probability is clipped, the clipped values no longer sum to 1, and the twin's loss (which
+normalises them again) differs from Keras' by ``sum(y_true) * log(sum(clipped p))``, at most
+about ``C * eps`` (eps = 1e-7).
+
+>>> from xent.compat.keras import losses
+>>> print(losses.sparse_categorical_crossentropy(
+...     [1, 2], [[0.05, 0.95, 0.0], [0.1, 0.8, 0.1]]).round(4))
+[0.0513 2.3026]
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import xent
+from xent.compat import _compose
+
+__all__ = [
+    "CategoricalCrossentropy",
+    "SparseCategoricalCrossentropy",
+    "categorical_crossentropy",
+    "sparse_categorical_crossentropy",
+]
+
+_REDUCTIONS = ("sum_over_batch_size", "sum", None, "none", "mean", "mean_with_sample_weight")
+
+
+def _epsilon() -> float:
+    """``keras.config.epsilon()`` when Keras is loaded, else its default."""
+    keras = sys.modules.get("keras")
+    return float(keras.config.epsilon()) if keras is not None else 1e-7
+
+
+def _floatx() -> str:
+    keras = sys.modules.get("keras")
+    return str(keras.config.floatx()) if keras is not None else "float32"
+
+
+def _check_axis(axis: Any) -> None:
+    if isinstance(axis, bool):
+        raise ValueError(
+            f"`axis` must be of type `int`. Received: axis={axis} of type {type(axis)}")
+
+
+def _as_logits(be: Any, y_pred: Any, axis: int) -> Any:
+    """Keras' probabilities as logits: ``log(clip(y_pred / sum(y_pred), eps, 1 - eps))``."""
+    eps = _epsilon()
+    p = y_pred / _compose.row_sum(be, y_pred, axis)
+    p = be.where(p < eps, eps, be.where(p > 1.0 - eps, 1.0 - eps, p))
+    return _compose.log(be, p)
+
+
+def categorical_crossentropy(y_true: Any, y_pred: Any, from_logits: bool = False,
+                             label_smoothing: float = 0.0, axis: int = -1) -> Any:
+    """``keras.losses.categorical_crossentropy``: ``-sum(y_true * log(p))`` along ``axis``,
+    with ``p = softmax(y_pred)`` (``from_logits=True``) or the probabilities ``y_pred``."""
+    _check_axis(axis)
+    be = _compose.backend_of(y_pred, y_true)
+    return _categorical(be, y_true, _compose.native(be, y_pred), from_logits,
+                        label_smoothing, axis)
+
+
+def _categorical(be: Any, y_true: Any, y_pred: Any, from_logits: bool,
+                 label_smoothing: float, axis: int, **core: Any) -> Any:
+    """:func:`categorical_crossentropy` through the core, with the core's ``reduction``
+    and ``weights`` in ``core``."""
+    rank = len(be.shape(y_pred))
+    logits = y_pred if from_logits else _as_logits(be, y_pred, axis)
+    smoothing = label_smoothing
+    if label_smoothing and axis % rank != rank - 1:  # Keras divides by the last axis' size
+        y_true = _compose.native(be, y_true, like=y_pred, dtype=be.dtype_name(y_pred))
+        y_true = y_true * (1.0 - label_smoothing) + label_smoothing / be.shape(y_pred)[-1]
+        smoothing = 0.0
+    return xent.softmax_cross_entropy_with_logits(
+        labels=y_true, logits=logits, axis=axis, label_smoothing=smoothing or 0.0, **core)
+
+
+def _sparse_labels(be: Any, y_true: Any, y_pred: Any, axis: int) -> Any:
+    """Keras' sparse labels: ``[batch, 1]`` squeezed at ``axis``, floats cast to integers."""
+    y_true = _compose.native(be, y_true, like=y_pred)
+    rank = len(be.shape(y_pred))
+    shape = _compose.shape_of(be, y_true)
+    if len(shape) == rank and shape[axis] == 1:
+        y_true = _compose.squeeze(y_true, axis, rank)
+    if not _compose.is_integer(be, y_true):
+        y_true = be.cast(y_true, "int32")
+    return y_true
+
+
+def sparse_categorical_crossentropy(y_true: Any, y_pred: Any, from_logits: bool = False,
+                                    ignore_class: int | None = None, axis: int = -1) -> Any:
+    """``keras.losses.sparse_categorical_crossentropy``: ``-log(p[y_true])`` along ``axis``;
+    0 where ``y_true == ignore_class``."""
+    be = _compose.backend_of(y_pred, y_true)
+    y_pred = _compose.native(be, y_pred)
+    labels = _sparse_labels(be, y_true, y_pred, axis)
+    logits = y_pred if from_logits else _as_logits(be, y_pred, axis)
+    return xent.sparse_softmax_cross_entropy_with_logits(
+        labels=labels, logits=logits, axis=axis, ignore_index=ignore_class)
+
+
+class _Loss:
+    """Keras' ``Loss.__call__``: per-row losses, ``sample_weight``, the reduction."""
+
+    _axis: int = -1
+
+    def __init__(self, name: str, reduction: Any, dtype: Any) -> None:
+        if reduction not in _REDUCTIONS:
+            raise ValueError(
+                "Invalid value for argument `reduction`. Expected one of "
+                f"{set(_REDUCTIONS)}. Received: reduction={reduction}")
+        self.name = name
+        self.reduction = reduction
+        # Keras resolves the compute dtype at construction (``floatx()`` then)
+        self._dtype = str(getattr(dtype, "name", dtype) or _floatx())
+
+    @property
+    def dtype(self) -> str:
+        return self._dtype
+
+    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        be = _compose.backend_of(y_pred, y_true, sample_weight)
+        y_pred = _compose.native(be, y_pred, dtype=self.dtype)
+        return self._reduced(be, y_true, y_pred, sample_weight)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name, "reduction": self.reduction}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        return cls(**config)
+
+    def _core(self, be: Any, y_true: Any, y_pred: Any, reduction: str,
+              weights: Any) -> Any:
+        raise NotImplementedError
+
+    def _ignored(self, be: Any, y_true: Any, y_pred: Any) -> Any:
+        """The rows kept (boolean, the loss shape), or None when nothing can be ignored."""
+        return None
+
+    def _reduced(self, be: Any, y_true: Any, y_pred: Any, sample_weight: Any) -> Any:
+        shape = be.shape(y_pred)
+        loss_shape = tuple(d for i, d in enumerate(shape) if i != self._axis % len(shape))
+        weights, expand = _keras_weights(be, sample_weight, loss_shape, y_pred)
+        reduction = self.reduction
+        if reduction in (None, "none") or loss_shape in ((), (0,)):
+            loss = self._core(be, y_true, y_pred, "none", weights)
+            return be.expand_dims(loss, -1) if expand else loss
+        kept = self._ignored(be, y_true, y_pred)
+        if reduction == "sum":
+            return self._core(be, y_true, y_pred, "sum", weights)
+        if reduction == "mean_with_sample_weight" and (weights is not None or kept is not None):
+            total = self._core(be, y_true, y_pred, "sum", weights)
+            if weights is None:
+                return _compose.divide_no_nan(be, total, be.count(kept, total), total)
+            if kept is None:  # Keras divides by the sum of sample_weight as given
+                return _compose.divide_no_nan(be, total, be.total(weights), total)
+            kept_weights = be.where(kept, be.broadcast_like(weights, kept), 0.0)
+            return _compose.divide_no_nan(be, total, be.total(kept_weights), total)
+        if kept is None:  # the mean over the batch
+            if None not in loss_shape and 0 not in loss_shape:
+                return self._core(be, y_true, y_pred, "mean", weights)
+            total = self._core(be, y_true, y_pred, "sum", weights)
+            count = _compose.native(be, 1.0 * _size(loss_shape), like=total,
+                                    dtype=be.dtype_name(total))
+            return _compose.divide_no_nan(be, total, count, total)
+        total = self._core(be, y_true, y_pred, "sum", weights)
+        return _compose.divide_no_nan(be, total, be.count(kept, total), total)
+
+
+def _size(shape: tuple[int | None, ...]) -> int:
+    size = 1
+    for d in shape:
+        size *= d or 0
+    return size
+
+
+def _keras_weights(be: Any, sample_weight: Any, loss_shape: tuple[int | None, ...],
+                   like: Any) -> tuple[Any, bool]:
+    """``sample_weight`` shaped for the core as Keras' ``squeeze_or_expand_to_same_rank``
+    does, and whether Keras expands the loss itself (a ``[batch]`` loss with ``[batch, 1]``
+    weights: its ``reduction="none"`` result is ``[batch, 1]``)."""
+    if sample_weight is None:
+        return None, False
+    weights = _compose.native(be, sample_weight, like=like, dtype=be.dtype_name(like))
+    shape = _compose.shape_of(be, weights)
+    if len(shape) == len(loss_shape) + 1 and shape[-1] == 1:
+        return _compose.squeeze(weights, -1, len(shape)), len(loss_shape) == 1
+    return weights, False
+
+
+class CategoricalCrossentropy(_Loss):
+    """``keras.losses.CategoricalCrossentropy``: :func:`categorical_crossentropy` reduced."""
+
+    def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0,
+                 axis: int = -1, reduction: Any = "sum_over_batch_size",
+                 name: str = "categorical_crossentropy", dtype: Any = None) -> None:
+        super().__init__(name, reduction, dtype)
+        self.from_logits = from_logits
+        self.label_smoothing = label_smoothing
+        self.axis = self._axis = axis
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        return categorical_crossentropy(y_true, y_pred, self.from_logits,
+                                        self.label_smoothing, self.axis)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "from_logits": self.from_logits,
+                "label_smoothing": self.label_smoothing, "axis": self.axis}
+
+    def _core(self, be: Any, y_true: Any, y_pred: Any, reduction: str, weights: Any) -> Any:
+        return _categorical(be, y_true, y_pred, self.from_logits, self.label_smoothing,
+                            self.axis, reduction=reduction, weights=weights)
+
+
+class SparseCategoricalCrossentropy(_Loss):
+    """``keras.losses.SparseCategoricalCrossentropy``: the sparse loss reduced; with
+    ``ignore_class``, the mean is over the rows not ignored."""
+
+    def __init__(self, from_logits: bool = False, ignore_class: int | None = None,
+                 reduction: Any = "sum_over_batch_size", axis: int = -1,
+                 name: str = "sparse_categorical_crossentropy", dtype: Any = None) -> None:
+        super().__init__(name, reduction, dtype)
+        self.from_logits = from_logits
+        self.ignore_class = ignore_class
+        self.axis = self._axis = axis
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        return sparse_categorical_crossentropy(y_true, y_pred, self.from_logits,
+                                               self.ignore_class, self.axis)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "from_logits": self.from_logits,
+                "ignore_class": self.ignore_class, "axis": self.axis}
+
+    def _core(self, be: Any, y_true: Any, y_pred: Any, reduction: str, weights: Any) -> Any:
+        labels = _sparse_labels(be, y_true, y_pred, self.axis)
+        logits = y_pred if self.from_logits else _as_logits(be, y_pred, self.axis)
+        ignored = self.ignore_class
+        if ignored is not None and not _compose.might_hold(be, labels, ignored,
+                                                           be.shape(y_pred)[self.axis]):
+            ignored = None
+        return xent.sparse_softmax_cross_entropy_with_logits(
+            labels=labels, logits=logits, axis=self.axis, reduction=reduction,
+            weights=weights, ignore_index=ignored)
+
+    def _ignored(self, be: Any, y_true: Any, y_pred: Any) -> Any:
+        if self.ignore_class is None:
+            return None
+        return be.not_equal(_sparse_labels(be, y_true, y_pred, self.axis), self.ignore_class)
