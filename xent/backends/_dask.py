@@ -56,6 +56,9 @@ class DaskBackend(DaskArrayOps, Backend):
     tracing_modes = _dask_modes.MODES + _dask_modes.TRANSFORM_MODES  # out of range: NaN rows
     has_autodiff = False
     relative_accuracy = True
+    #: mode -> the catalog cases and dtypes a sharded conformance run needs (a subset)
+    mode_cases = _dask_modes.MODE_CASES
+    mode_dtypes = _dask_modes.MODE_DTYPES
 
     def __init__(self) -> None:
         self.dtypes = _NUMPY.dtypes
@@ -82,8 +85,9 @@ class DaskBackend(DaskArrayOps, Backend):
         if isinstance(value, da.Array):
             return value if dtype is None else self.cast(value, dtype)
         array = np.asarray(value) if dtype is None else np.asarray(value, np.dtype(dtype))
-        same = like is not None and array.shape == like.shape
-        return da.from_array(array, chunks=like.chunks if same else "auto")
+        if like is not None and array.shape == like.shape:
+            return da.from_array(array, chunks=like.chunks)
+        return da.from_array(array, chunks="auto")
 
     def cast(self, x: Array, dtype: str) -> Array:
         return x if numpy_dtype_name(x.dtype) == dtype else x.astype(np.dtype(dtype))
