@@ -155,9 +155,13 @@ def main(argv: list[str] | None = None) -> None:
           f"({r['gib']:.1f} GiB, {r['input']} input, lazily generated), chunks "
           f"{r['chunks'][0][0]} x {r['chunks'][1][0]} ({r['numblocks'][0]} x "
           f"{r['numblocks'][1]} blocks)")
-    print(f"  time {r['seconds']:.1f} s (generating the input included), peak memory "
-          f"{r['peak_mib']:.0f} MiB ({r['peak_mib'] - r['before_mib']:.0f} MiB above the "
-          f"{r['before_mib']:.0f} MiB before computing); mean loss {r['mean_loss']:.6f}"
+    if r["scheduler"] == "distributed":
+        memory = f"peak memory of the largest worker {r['peak_mib']:.0f} MiB"
+    else:
+        memory = (f"peak memory {r['peak_mib']:.0f} MiB ({r['peak_mib'] - r['before_mib']:.0f}"
+                  f" MiB above the {r['before_mib']:.0f} MiB before computing)")
+    print(f"  time {r['seconds']:.1f} s (generating the input included), {memory}; mean loss "
+          f"{r['mean_loss']:.6f}"
           + ("" if r["error"] is None else f"; max error vs exact {r['error']:.1e}"))
 
 

@@ -18,7 +18,6 @@ float16 and bfloat16 are computed in float32 and returned in their own dtype.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
@@ -30,7 +29,7 @@ from xent.backends import _dask_blocks as blocks
 from xent.backends import _dask_kernels as kernels
 from xent.backends import _dask_modes
 from xent.backends._base import Backend, numpy_dtype_name
-from xent.backends._dask_ops import DaskArrayOps, aligned
+from xent.backends._dask_ops import DaskArrayOps, block_options
 from xent.backends._numpy import NumpyBackend
 from xent.backends._numpy_options import compute_dtype
 
@@ -135,19 +134,19 @@ class DaskBackend(DaskArrayOps, Backend):
     def _dense(self, labels: Array, logits: Array, axis: int,
                opt: _options.Options | None) -> Array:
         labels = labels.rechunk(logits.chunks)
+        arrays, static = block_options(opt, logits, axis)
         stats = self._row_stats(logits, axis, blocks.dense_stats,
-                                (labels, tuple(range(logits.ndim))),
-                                *self._block_options(opt, logits, axis), opt=_static(opt))
+                                (labels, tuple(range(logits.ndim))), *arrays, opt=static)
         return self._loss(stats, logits, opt)
 
     def _sparse(self, labels: Array, logits: Array, axis: int,
                 opt: _options.Options | None) -> Array:
         labels = labels.rechunk(logits.chunks[:axis] + logits.chunks[axis + 1 :])
         ind = tuple(range(logits.ndim))
+        arrays, static = block_options(opt, logits, axis)
         stats = self._row_stats(logits, axis, blocks.sparse_stats,
-                                (labels, ind[:axis] + ind[axis + 1 :]),
-                                *self._block_options(opt, logits, axis),
-                                num_classes=logits.shape[axis], opt=_static(opt))
+                                (labels, ind[:axis] + ind[axis + 1 :]), *arrays,
+                                num_classes=logits.shape[axis], opt=static)
         cw = None if opt is None or opt.reshapes_labels else opt.class_weights
         return self._loss(stats, logits, opt, None if cw is None else self.take(
             da.asarray(cw).astype(compute_dtype(logits.dtype)), labels))
@@ -182,27 +181,9 @@ class DaskBackend(DaskArrayOps, Backend):
             loss = loss * opt.weights
         return loss.astype(logits.dtype)
 
-    def _block_options(self, opt: _options.Options | None, logits: Array, axis: int
-                       ) -> list[tuple[Array | None, tuple[int, ...] | None]]:
-        """The ``where`` mask and the class weights, as blockwise arguments aligned with the
-        blocks of the logits (the mask keeps its broadcast dimensions of size 1)."""
-        where = cw = None
-        if opt is not None and opt.where is not None:
-            where = aligned(opt.where, logits)
-        if opt is not None and opt.class_weights is not None:
-            cw = da.asarray(opt.class_weights).rechunk((logits.chunks[axis],))
-        ind = tuple(range(logits.ndim))
-        return [(where, None if where is None else ind), (cw, None if cw is None else (axis,))]
-
     # -- conformance hooks ------------------------------------------------------------------
     def run(self, mode: str, fn: Any, *args: np.ndarray) -> np.ndarray:
         """``fn`` on the NumPy ``args`` as dask arrays chunked for ``mode`` (the last is the
         logits); its result must be lazy, and is computed on ``mode``'s scheduler."""
         return _dask_modes.run(mode, fn, *args)
 
-
-def _static(opt: _options.Options | None) -> _options.Options | None:
-    """``opt`` without its arrays (they reach the blocks as blockwise arguments)."""
-    if opt is None:
-        return None
-    return dataclasses.replace(opt, where=None, class_weights=None, weights=None)

@@ -7,11 +7,13 @@ index out of range).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import dask.array as da
 import numpy as np
 
+from xent import _options
 from xent.backends._numpy_options import compute_dtype
 from xent.backends._numpy_tiles import quiet
 
@@ -30,6 +32,22 @@ def aligned(x: Any, like: Array) -> Array:
     x = x.reshape((1,) * (like.ndim - x.ndim) + x.shape)
     return x.rechunk(tuple(c if n == m else (1,)
                            for c, n, m in zip(like.chunks, x.shape, like.shape)))
+
+
+def block_options(opt: _options.Options | None, logits: Array, axis: int
+                  ) -> tuple[list[tuple[Array | None, tuple[int, ...] | None]],
+                             _options.Options | None]:
+    """How the options reach the blocks of ``logits``: the ``where`` mask and the class
+    weights as ``(array, indices)`` blockwise arguments aligned with its blocks (``(None,
+    None)`` when absent), and the options without their arrays (row weights come later)."""
+    if opt is None:
+        return [(None, None), (None, None)], None
+    ind = tuple(range(logits.ndim))
+    where = None if opt.where is None else (aligned(opt.where, logits), ind)
+    cw = None if opt.class_weights is None else (
+        da.asarray(opt.class_weights).rechunk((logits.chunks[axis],)), (axis,))
+    static = dataclasses.replace(opt, where=None, class_weights=None, weights=None)
+    return [where or (None, None), cw or (None, None)], static
 
 
 def _divide(total: np.ndarray, denominator: np.ndarray, out_dtype: np.dtype) -> np.ndarray:
