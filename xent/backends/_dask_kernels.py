@@ -108,6 +108,8 @@ def combine(stats: Array, axis: tuple[int, ...], keepdims: bool = False) -> Arra
     ``combine`` and ``aggregate``): ``[..., k, ..., 4] -> [..., 1, ..., 4]`` (or without the
     axis)."""
     (a,) = axis
+    if stats.shape[-1] != FIELDS:  # an empty array, from Dask inferring metadata
+        return np.empty((0,) * (stats.ndim - (not keepdims)), stats.dtype)
     s = np.moveaxis(stats, a, -2)  # [..., k, 4]
     m, r, b, n = (s[..., f] for f in range(FIELDS))
     with quiet():
@@ -129,6 +131,8 @@ def combine(stats: Array, axis: tuple[int, ...], keepdims: bool = False) -> Arra
 def loss(stats: Array) -> Array:
     """The row's loss from its combined statistics: ``b + log1p(r) n`` (NaN where ``m`` is
     not finite)."""
+    if stats.shape[-1] != FIELDS:  # an empty array, from Dask inferring metadata
+        return np.empty((0,) * (stats.ndim - 1), stats.dtype)
     m = stats[..., M]
     with quiet():
         out = stats[..., B] + np.log1p(stats[..., R]) * stats[..., N]
