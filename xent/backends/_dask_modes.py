@@ -1,14 +1,14 @@
 """How the conformance suite runs the Dask backend: chunkings and schedulers.
 
-=============  ==================================================================
-``threads``    every dimension of the logits but the last in two chunks, the last
-               whole (the class axis in one chunk when it is last); threads
-``split``      every dimension in chunks of a third (the class axis split over up
-               to three chunks, whichever it is); threads
-``distributed`` the ``split`` chunks, computed on a ``dask.distributed`` cluster: the
-               current client, else a ``LocalCluster`` of 2 worker processes started
-               once and closed at exit
-=============  ==================================================================
+===============  ================================================================
+``threads``      every dimension of the logits but the last in two chunks, the last
+                 whole (the class axis in one chunk when it is last); threads
+``split``        every dimension in chunks of a third (the class axis split over up
+                 to three chunks, whichever it is); threads
+``distributed``  the ``split`` chunks, computed on a ``dask.distributed`` cluster: the
+                 current client, else a ``LocalCluster`` of 2 worker processes started
+                 once and closed at exit
+===============  ================================================================
 
 Labels and options are chunked like the logits where they have their shape.
 """
