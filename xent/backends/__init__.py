@@ -1,7 +1,7 @@
 """The backend registry: built-in backends, registered ones and entry points.
 
 Built-in backends are imported on first use, never by ``import xent``:
-``numpy`` (the reference, always present), ``torch``, ``tensorflow`` and ``jax``.
+``numpy`` (the reference, always present), ``torch``, ``tensorflow``, ``jax`` and ``dask``.
 Third-party packages add backends with :func:`register` or through the
 ``xent.backends`` entry-point group (each entry point names a backend object, or a
 zero-argument callable returning one).
@@ -26,6 +26,7 @@ _BUILTIN: dict[str, tuple[str, str, str]] = {
     "torch": ("torch", "xent.backends._torch", "TorchBackend"),
     "tensorflow": ("tensorflow", "xent.backends._tensorflow", "TensorFlowBackend"),
     "jax": ("jax", "xent.backends._jax", "JaxBackend"),
+    "dask": ("dask", "xent.backends._dask", "DaskBackend"),
 }
 _ALIASES = {"tf": "tensorflow", "np": "numpy", "pytorch": "torch"}
 
