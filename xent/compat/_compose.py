@@ -49,10 +49,18 @@ def is_integer(be: Backend, x: Any) -> bool:
 
 
 def shape_of(be: Backend, x: Any) -> tuple[int | None, ...]:
-    """Static shape of a framework tensor or of framework-neutral input."""
+    """Static shape of a framework tensor or of framework-neutral input. The twins place
+    the class axis by the framework's conventions, so they need the rank statically."""
     if _dispatch.owner(x, "argument") is None:
         return np.shape(x)
-    return be.shape(x)
+    shape = be.shape(x)
+    if shape is None:
+        raise ValueError(
+            "the framework twins need tensors of a known rank (their shape conventions, e.g. "
+            "torch's classes on dim 1, depend on it); use xent's core functions, which take "
+            "tensors of unknown rank in TensorFlow graphs"
+        )
+    return shape
 
 
 def nonzero(x: Array) -> Array:
@@ -101,9 +109,9 @@ def class_axis(axis: Any, function: str) -> int:
 def kept_count(be: Backend, where: Array, like: Array, axis: int) -> Array:
     """The number of classes ``where`` keeps, per row of ``like`` (``where`` broadcast to
     it), along ``axis``, in the dtype of ``like``."""
-    dtype, axis = be.dtype_name(like), axis % len(be.shape(like))
+    dtype, axis = be.dtype_name(like), axis % len(shape_of(be, like))
     mask = be.cast(be.broadcast_like(where, like), dtype)
-    ones = native(be, np.ones(be.shape(like)[axis]), like=like, dtype=dtype)
+    ones = native(be, np.ones(shape_of(be, like)[axis]), like=like, dtype=dtype)
     return be.row_dot(mask, ones, axis)
 
 
@@ -111,15 +119,15 @@ def where_mask(be: Backend, where: Any, logits: Array, axis: int) -> Array:
     """optax's ``where``: a mask of the logits' rank, or of the loss's (one per row, expanded
     at ``axis``), as a boolean array of ``be``."""
     mask = native(be, where, like=logits)
-    if len(shape_of(be, mask)) != len(be.shape(logits)):
-        mask = be.expand_dims(mask, axis % len(be.shape(logits)))
+    if len(shape_of(be, mask)) != len(shape_of(be, logits)):
+        mask = be.expand_dims(mask, axis % len(shape_of(be, logits)))
     return mask
 
 
 def row_sum(be: Backend, x: Array, axis: int) -> Array:
     """``x`` summed along ``axis``, keeping it (size 1)."""
-    axis = axis % len(be.shape(x))
-    ones = native(be, np.ones(be.shape(x)[axis]), like=x, dtype=be.dtype_name(x))
+    axis = axis % len(shape_of(be, x))
+    ones = native(be, np.ones(shape_of(be, x)[axis]), like=x, dtype=be.dtype_name(x))
     return be.expand_dims(be.row_dot(x, ones, axis), axis)
 
 

@@ -73,7 +73,7 @@ def smooth_labels(labels: Any, alpha: Any, *, axis: Any = -1, where: Any = None)
     ``num_classes`` the classes ``where`` keeps in each row (all of ``axis`` without it)."""
     be = _compose.backend_of(labels)
     labels = _compose.native(be, labels)
-    shape = be.shape(labels)
+    shape = _compose.shape_of(be, labels)
     if where is None:
         axes = range(len(shape)) if axis is None else (
             axis if isinstance(axis, tuple) else (axis,))

@@ -82,12 +82,16 @@ def _categorical(be: Any, y_true: Any, y_pred: Any, from_logits: bool,
                  label_smoothing: float, axis: int, **core: Any) -> Any:
     """:func:`categorical_crossentropy` through the core, with the core's ``reduction``
     and ``weights`` in ``core``."""
-    rank = len(be.shape(y_pred))
+    rank = len(_compose.shape_of(be, y_pred))
     logits = y_pred if from_logits else _as_logits(be, y_pred, axis)
     smoothing = label_smoothing
     if label_smoothing and axis % rank != rank - 1:  # Keras divides by the last axis' size
         y_true = _compose.native(be, y_true, like=y_pred, dtype=be.dtype_name(y_pred))
-        y_true = y_true * (1.0 - label_smoothing) + label_smoothing / be.shape(y_pred)[-1]
+        last = _compose.shape_of(be, y_pred)[-1]
+        if last is None:
+            raise ValueError("label_smoothing: Keras divides by the last axis' size, which is "
+                             "unknown here; give y_pred a static last dimension")
+        y_true = y_true * (1.0 - label_smoothing) + label_smoothing / last
         smoothing = 0.0
     return xent.softmax_cross_entropy_with_logits(
         labels=y_true, logits=logits, axis=axis, label_smoothing=smoothing or 0.0, **core)
@@ -96,7 +100,7 @@ def _categorical(be: Any, y_true: Any, y_pred: Any, from_logits: bool,
 def _sparse_labels(be: Any, y_true: Any, y_pred: Any, axis: int) -> Any:
     """Keras' sparse labels: ``[batch, 1]`` squeezed at ``axis``, floats cast to integers."""
     y_true = _compose.native(be, y_true, like=y_pred)
-    rank = len(be.shape(y_pred))
+    rank = len(_compose.shape_of(be, y_pred))
     shape = _compose.shape_of(be, y_true)
     if len(shape) == rank and shape[axis] == 1:
         y_true = _compose.squeeze(y_true, axis, rank)
@@ -160,7 +164,7 @@ class _Loss:
         return None
 
     def _reduced(self, be: Any, y_true: Any, y_pred: Any, sample_weight: Any) -> Any:
-        shape = be.shape(y_pred)
+        shape = _compose.shape_of(be, y_pred)
         loss_shape = tuple(d for i, d in enumerate(shape) if i != self._axis % len(shape))
         weights, expand = _keras_weights(be, sample_weight, loss_shape, y_pred)
         reduction = self.reduction
@@ -258,8 +262,8 @@ class SparseCategoricalCrossentropy(_Loss):
         labels = _sparse_labels(be, y_true, y_pred, self.axis)
         logits = y_pred if self.from_logits else _as_logits(be, y_pred, self.axis)
         ignored = self.ignore_class
-        if ignored is not None and not _compose.might_hold(be, labels, ignored,
-                                                           be.shape(y_pred)[self.axis]):
+        classes = _compose.shape_of(be, y_pred)[self.axis]
+        if ignored is not None and not _compose.might_hold(be, labels, ignored, classes):
             ignored = None
         return xent.sparse_softmax_cross_entropy_with_logits(
             labels=labels, logits=logits, axis=self.axis, reduction=reduction,

@@ -89,7 +89,7 @@ def sparse_softmax_cross_entropy(labels: Any, logits: Any, weights: Any = 1.0,
     Reduction.validate(reduction)
     be = _dispatch.resolve(logits, labels, None)
     logits = _compose.native(be, logits)
-    rank = len(be.shape(logits))
+    rank = len(_compose.shape_of(be, logits))
     labels = _compose.native(be, labels, like=logits)
     label_shape = _compose.shape_of(be, labels)
     if len(label_shape) == rank and label_shape[-1] == 1:  # [batch, 1] labels
@@ -112,7 +112,7 @@ def sparse_softmax_cross_entropy(labels: Any, logits: Any, weights: Any = 1.0,
 def _weighted(be: Any, core: Any, logits: Any, weights: Any, reduction: str) -> Any:
     """TF1's ``compute_weighted_loss`` composed from the core: ``core(reduction, weights)``
     is the weighted loss with the core's ``reduction``."""
-    shape = be.shape(logits)[:-1]
+    shape = _compose.shape_of(be, logits)[:-1]
     size = None if None in shape else _size(shape)
     scalar = isinstance(weights, (int, float))
     if not scalar:
@@ -143,9 +143,11 @@ def _weighted(be: Any, core: Any, logits: Any, weights: Any, reduction: str) -> 
     return _compose.divide_no_nan(be, total, denominator, loss)
 
 
-def _size(shape: tuple[int, ...]) -> int:
+def _size(shape: tuple[int | None, ...]) -> int:
+    """The number of elements of a fully known ``shape``."""
     size = 1
     for d in shape:
+        assert d is not None, "called with a known shape only"
         size *= d
     return size
 
