@@ -35,6 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
+from xent.backends import _jax_sharded
+from xent.backends._jax_partitioning import by_partitioning
 from xent.backends._jax_zero_safe import zero_safe_multiply
 
 Array = Any
@@ -130,8 +132,12 @@ def _dense_jvp(axis: int, primals: tuple[Array, Array], tangents: tuple[Any, Any
 
 @partial(jax.jit, static_argnums=2)
 def cross_entropy(labels: Array, logits: Array, axis: int) -> Array:
-    """The dense loss in the dtype of ``logits`` (labels already cast to it)."""
-    return _dense(_up(labels), _up(logits), axis).astype(logits.dtype)
+    """The dense loss in the dtype of ``logits`` (labels already cast to it): this module's
+    kernels on one device, the vocab-parallel steps where XLA partitions the program."""
+    loss = by_partitioning(lambda y, x: _dense(y, x, axis),
+                           lambda y, x: _jax_sharded.dense_loss(y, x, axis, None),
+                           _up(labels), _up(logits))
+    return loss.astype(logits.dtype)
 
 
 @partial(jax.jit, static_argnums=2)
@@ -139,14 +145,20 @@ def sparse_cross_entropy(labels: Array, logits: Array, axis: int) -> Array:
     """``logsumexp(logits) - logits[labels]``; NaN (value and gradient) for a label outside
     ``[0, C)`` and for a row whose logsumexp is not finite."""
     x = _up(logits)
-    lse = _logsumexp(x, axis).squeeze(axis)  # NaN for a NaN, +inf or all -inf row
     valid = in_range(labels, x.shape[axis])
     # range checked on the labels as given: take_along_axis wraps negative indices, clamps,
     # and casts int64 indices to int32 before its own bounds check (2**32 becomes class 0)
-    index = jnp.expand_dims(jnp.where(valid, labels, 0).astype(jnp.int32), axis)
-    picked = jnp.take_along_axis(x, index, axis=axis, mode="promise_in_bounds").squeeze(axis)
-    loss = (lse - picked) * jnp.where(valid, 1, jnp.nan).astype(x.dtype)  # NaN grad too
-    return loss.astype(logits.dtype)
+    index = jnp.where(valid, labels, 0).astype(jnp.int32)
+    loss = by_partitioning(lambda i, x: _sparse(i, x, axis),
+                           lambda i, x: _jax_sharded.sparse_loss(i, x, axis, None), index, x)
+    return (loss * jnp.where(valid, 1, jnp.nan).astype(x.dtype)).astype(logits.dtype)
+
+
+def _sparse(index: Array, x: Array, axis: int) -> Array:
+    """``logsumexp(x) - x[index]`` for indices in range; NaN for a NaN, +inf or all -inf row."""
+    lse = _logsumexp(x, axis).squeeze(axis)
+    index = jnp.expand_dims(index, axis)
+    return lse - jnp.take_along_axis(x, index, axis=axis, mode="promise_in_bounds").squeeze(axis)
 
 
 def in_range(labels: Array, num_classes: Any) -> Array:
