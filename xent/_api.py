@@ -34,14 +34,22 @@ def _keyword_only(fn: F) -> F:
 
 
 def _prepare(
-    logits: Array, labels: Array, axis: object, backend: str | Backend | None
+    logits: Array, labels: Array, axis: object, backend: str | Backend | None,
+    axis_name: Any = None,
 ) -> tuple[Backend, Array, bool, tuple[int | None, ...] | None, str, int]:
     """Pick the backend, bring ``logits`` to it and check them: ``(backend, logits,
     labels_are_neutral, shape, dtype name, axis)``. One call: this is the hot path.
-    ``shape`` is None for an unknown rank; ``axis`` is then as given, maybe negative."""
+    ``shape`` is None for an unknown rank; ``axis`` is then as given, maybe negative.
+    With ``axis_name``, the backend computes over a class axis split along that mesh axis
+    (``Backend.sharded``); shapes stay those of this device's shard."""
     logits_owner = owner(logits, "logits")
     labels_owner = None if labels is None else owner(labels, "labels")
     be = pick(logits_owner, labels_owner, backend)
+    if axis_name is not None:
+        sharded = getattr(be, "sharded", None)
+        if sharded is None:  # a duck-typed third-party backend
+            raise _validate.no_mesh_axis(be.name, axis_name)
+        be = sharded(axis_name)
     if logits_owner is None and type(logits) not in be.native_types:
         logits = be.asarray(logits)
     shape, dtype = be.shape(logits), be.dtype_name(logits)
@@ -71,7 +79,7 @@ def _option_array(be: Backend, value: Any, name: str, logits: Array,
         if np.ndarray in be.native_types:
             return array  # the NumPy backend casts block by block
         return be.asarray(array, like=logits, dtype=dtype)
-    if found is not be:
+    if found is not be and found.name != be.name:  # be may be the backend on a mesh axis
         raise _validate.mixed_frameworks(be.name, found.name, name)
     check(be.shape(value), be.dtype_name(value))
     return value if dtype is None else be.cast(value, dtype)
@@ -82,7 +90,8 @@ def _options(be: Backend, logits: Array, shape: Shape, dtype: str, axis: int,
              ignore_index: Any = None) -> Options:
     """Every option validated once and converted to the backend of ``logits``. With an
     unknown rank (``shape`` None, TF while tracing) only dtypes are checked statically."""
-    num_classes = None if shape is None else shape[axis]
+    # C is global: a class axis split over a mesh axis has class_shards equal shards
+    num_classes = None if shape is None else shape[axis] * getattr(be, "class_shards", 1)
     loss_shape = None if shape is None else shape[:axis] + shape[axis + 1 :]
     smoothing = _validate.check_label_smoothing(label_smoothing)
     return Options(
@@ -103,7 +112,7 @@ def _options(be: Backend, logits: Array, shape: Shape, dtype: str, axis: int,
 
 
 def softmax(logits: Array, axis: int = -1, *, where: Array | None = None,
-            backend: str | Backend | None = None) -> Array:
+            axis_name: Any = None, backend: str | Backend | None = None) -> Array:
     """Softmax along ``axis``: ``exp(logits - logsumexp(logits))``.
 
     Args:
@@ -111,6 +120,9 @@ def softmax(logits: Array, axis: int = -1, *, where: Array | None = None,
       axis: the class axis.
       where: boolean mask broadcastable to ``logits``: a class where it is False does not
         exist (its logit is never read, its probability is 0).
+      axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that splits
+        the class axis: ``logits`` is this device's shard of the classes, and the result
+        is this shard of the global softmax (README, "Sharded inputs").
       backend: where framework-neutral input (NumPy, lists) runs.
 
     Returns a tensor of the shape, dtype and framework of ``logits``. A row with a NaN or
@@ -121,7 +133,7 @@ def softmax(logits: Array, axis: int = -1, *, where: Array | None = None,
     array([[0.227863  , 0.61939586, 0.15274114],
            [0.49674623, 0.20196195, 0.30129182]])
     """
-    be, logits, _, shape, _, axis = _prepare(logits, None, axis, backend)
+    be, logits, _, shape, _, axis = _prepare(logits, None, axis, backend, axis_name)
     if where is not None:
         logits = _excluded(be, logits, shape, axis, where)
     return be.softmax(logits, axis)
@@ -136,7 +148,7 @@ def _excluded(be: Backend, logits: Array, shape: Shape, axis: int,
 
 
 def log_softmax(logits: Array, axis: int = -1, *, where: Array | None = None,
-                backend: str | Backend | None = None) -> Array:
+                axis_name: Any = None, backend: str | Backend | None = None) -> Array:
     """Log-softmax along ``axis``: ``logits - logsumexp(logits)``, accurate for confident rows.
 
     Same arguments and conventions as :func:`softmax` (``-inf`` where ``where`` is False).
@@ -145,7 +157,7 @@ def log_softmax(logits: Array, axis: int = -1, *, where: Array | None = None,
     >>> xent.log_softmax([0.5, 1.5, 0.1]).round(6)
     array([-1.479011, -0.479011, -1.879011])
     """
-    be, logits, _, shape, _, axis = _prepare(logits, None, axis, backend)
+    be, logits, _, shape, _, axis = _prepare(logits, None, axis, backend, axis_name)
     if where is not None:
         logits = _excluded(be, logits, shape, axis, where)
     return be.log_softmax(logits, axis)
@@ -162,6 +174,7 @@ def softmax_cross_entropy_with_logits(
     class_weights: Array | None = None,
     label_smoothing: float = 0.0,
     where: Array | None = None,
+    axis_name: Any = None,
     backend: str | Backend | None = None,
 ) -> Array:
     """Cross-entropy between label distributions and softmax(logits), along ``axis``.
@@ -184,6 +197,10 @@ def softmax_cross_entropy_with_logits(
       class_weights: ``[num_classes]`` floating weights.
       label_smoothing: a real number in [0, 1].
       where: boolean, broadcastable to ``logits``: a class where it is False does not exist.
+      axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that splits the
+        class axis: ``labels``, ``logits`` and ``where`` are this device's shard of the
+        classes, ``class_weights`` the global ``[C]``; the loss is the global one
+        (README, "Sharded inputs").
       backend: where framework-neutral input (NumPy, lists) runs.
 
     Gradients (autodiff frameworks): ``d/dlogits = softmax * sum(labels) - labels`` and
@@ -202,7 +219,8 @@ def softmax_cross_entropy_with_logits(
     """
     if args or labels is _MISSING or logits is _MISSING:
         _missing(args, labels, logits, "softmax_cross_entropy_with_logits")
-    be, logits, neutral, shape, dtype, axis = _prepare(logits, labels, axis, backend)
+    be, logits, neutral, shape, dtype, axis = _prepare(logits, labels, axis, backend,
+                                                       axis_name)
     if reduction not in _validate.REDUCTIONS:
         _validate.check_reduction(reduction)
     if neutral:
@@ -242,6 +260,7 @@ def sparse_softmax_cross_entropy_with_logits(
     label_smoothing: float = 0.0,
     where: Array | None = None,
     ignore_index: int | None = None,
+    axis_name: Any = None,
     backend: str | Backend | None = None,
 ) -> Array:
     """Cross-entropy with integer class labels: ``logsumexp(logits) - logits[labels]``.
@@ -253,9 +272,10 @@ def sparse_softmax_cross_entropy_with_logits(
       labels: integer class indices in ``[0, num_classes)``, the shape of ``logits``
         without ``axis``.
       logits: ``[..., num_classes, ...]`` floating tensor.
-      axis, reduction, weights, class_weights, label_smoothing, where, backend: as in
-        :func:`softmax_cross_entropy_with_logits` (``weighted_mean`` divides by the sum of
-        ``weights * class_weights[labels]`` over the rows not ignored).
+      axis, reduction, weights, class_weights, label_smoothing, where, axis_name, backend:
+        as in :func:`softmax_cross_entropy_with_logits` (``weighted_mean`` divides by the
+        sum of ``weights * class_weights[labels]`` over the rows not ignored). With
+        ``axis_name``, labels are global class indices, the same on every shard.
       ignore_index: a row whose label equals it is never read: loss 0, gradient 0, not
         counted by ``mean`` or ``weighted_mean``, exempt from the range check.
 
@@ -272,7 +292,8 @@ def sparse_softmax_cross_entropy_with_logits(
     """
     if args or labels is _MISSING or logits is _MISSING:
         _missing(args, labels, logits, "sparse_softmax_cross_entropy_with_logits")
-    be, logits, neutral, shape, dtype, axis = _prepare(logits, labels, axis, backend)
+    be, logits, neutral, shape, dtype, axis = _prepare(logits, labels, axis, backend,
+                                                       axis_name)
     if reduction not in _validate.REDUCTIONS:
         _validate.check_reduction(reduction)
     if neutral:

@@ -222,6 +222,23 @@ def mixed_frameworks(logits_framework: str, other_framework: str,
     )
 
 
+def no_mesh_axis(backend: str, axis_name: object) -> TypeError:
+    """``axis_name=`` on a backend whose tensors have no named mesh axes."""
+    return TypeError(
+        f"axis_name: {axis_name!r} names a mesh axis that splits the class axis, which "
+        f"only JAX arrays inside jax.shard_map have; {backend} logits have none (leave "
+        "axis_name out)"
+    )
+
+
+def unbound_mesh_axis(axis_name: object) -> ValueError:
+    """``axis_name=`` naming no axis of an enclosing ``jax.shard_map``."""
+    return ValueError(
+        f"axis_name: {axis_name!r} is not a mesh axis of an enclosing jax.shard_map; call "
+        "with axis_name only inside a shard_map whose mesh has that axis"
+    )
+
+
 def _compatible(a: Shape, b: Shape) -> bool:
     """Equal shapes, where an unknown (None) dimension matches anything."""
     return len(a) == len(b) and all(x == y or x is None or y is None for x, y in zip(a, b))

@@ -65,6 +65,9 @@ class Backend:
     relative_accuracy: bool = False
     #: Floating dtypes this framework supports, by NumPy-style name.
     dtypes: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")
+    #: Into how many equal shards the class axis is split (a backend from :meth:`sharded`):
+    #: the class count of the options (label smoothing, ``class_weights``) is global.
+    class_shards: int = 1
 
     # -- dispatch -------------------------------------------------------------------------
     def owns(self, x: Any) -> bool:
@@ -110,6 +113,15 @@ class Backend:
     def reduce(self, loss: Array, reduction: str) -> Array:
         """``"sum"`` or ``"mean"`` of all elements (``"none"`` never reaches here)."""
         return loss.sum() if reduction == "sum" else loss.mean()
+
+    def sharded(self, axis_name: Any) -> Backend:
+        """This backend where the class axis is split over the named mesh axis (the public
+        functions' ``axis_name=``): a backend whose math gives the global result from each
+        device's shard (JAX inside ``jax.shard_map``). Backends without named mesh axes
+        raise the TypeError below."""
+        from xent import _validate
+
+        raise _validate.no_mesh_axis(self.name, axis_name)
 
     # -- math (arguments validated, axis a non-negative int; as given if the rank is unknown)
     def softmax(self, logits: Array, axis: int) -> Array:

@@ -2,9 +2,11 @@
 
 The math is in :mod:`xent.backends._jax_ops` (``jax.nn`` kernels, the masked-class fix,
 ``custom_jvp`` / ``custom_vmap`` rules: native under every JAX transform); the hooks' modes
-(``eager``, ``jit`` and the transforms ``vmap``, ``export``) in
-:mod:`xent.backends._jax_modes`. float64 needs ``jax_enable_x64``, as everywhere in JAX;
-the conformance hooks enable it for the call.
+(``eager``, ``jit`` and the transforms ``vmap``, ``export``, ``mesh``) in
+:mod:`xent.backends._jax_modes`; sharded inputs in :mod:`xent.backends._jax_partitioning`
+(GSPMD) and :mod:`xent.backends._jax_mesh_axis` (``axis_name=`` inside ``shard_map``),
+both on the vocab-parallel steps of :mod:`xent.backends._jax_sharded`. float64 needs
+``jax_enable_x64``, as everywhere in JAX; the conformance hooks enable it for the call.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ class JaxBackend(JaxArrayOps, Backend):
     module = "jax"
     modes = _jax_modes.EXECUTION_MODES  # ("eager", "jit")
     #: the value-producing transforms the conformance suite also runs the catalog through
-    transform_modes = _jax_modes.TRANSFORM_MODES  # ("vmap", "export")
-    tracing_modes = ("jit", "vmap", "export")  # out-of-range labels give NaN rows
+    transform_modes = _jax_modes.TRANSFORM_MODES  # ("vmap", "export", "mesh")
+    tracing_modes = ("jit", "vmap", "export", "mesh")  # out-of-range labels give NaN rows
     #: The project's test suite runs each transform mode on the product of these cases and
     #: dtypes only: XLA compiles per shape and dtype (0.2-0.8 s a program), and the catalog
     #: in every dtype would add ~2 min a mode. ``xent conformance`` runs the whole catalog.
@@ -54,6 +56,10 @@ class JaxBackend(JaxArrayOps, Backend):
                  ("float32",)),
         "export": (("masked", "nan_row", "inf_rows", "sparse_edges", "sparse_out_of_range",
                     "rank1", "rank3_axis1", "one_class", "zero_batch"), ("float32",)),
+        # the vocab-parallel steps: masked classes (+ soft labels), ties at the maximum
+        # (r' and k), NaN rows, out-of-range labels (+ the option cases, as every mode);
+        # tests/test_jax_sharded.py runs them on 8 devices
+        "mesh": (("masked", "near_ties", "inf_rows", "sparse_out_of_range"), ("float32",)),
     }
     has_autodiff = True
 
@@ -92,8 +98,9 @@ class JaxBackend(JaxArrayOps, Backend):
         and accelerator arrays get NaN rows instead."""
         if isinstance(labels, jax.core.Tracer) or labels.size == 0:
             return None
-        if any(d.platform != "cpu" for d in labels.devices()):
-            return None
+        if not labels.is_fully_addressable or any(d.platform != "cpu"
+                                                  for d in labels.devices()):
+            return None  # another host's shards, or an accelerator: NaN rows
         host = np.asarray(labels)  # zero-copy view of a CPU buffer
         unsigned = host.view(f"u{host.itemsize}") if host.dtype.kind == "i" else host
         if unsigned.max() < num_classes:  # negative labels wrap to huge unsigned values
@@ -103,6 +110,13 @@ class JaxBackend(JaxArrayOps, Backend):
 
     def reduce(self, loss: Array, reduction: str) -> Array:
         return _jax_ops.reduce(loss, reduction)
+
+    def sharded(self, axis_name: Any) -> Backend:
+        """This backend inside ``jax.shard_map``, the class axis split along the mesh axis
+        (or tuple of axes) ``axis_name``: :mod:`xent.backends._jax_mesh_axis`."""
+        from xent.backends._jax_mesh_axis import on_mesh_axis
+
+        return on_mesh_axis(tuple(axis_name) if isinstance(axis_name, list) else axis_name)
 
     # -- math -----------------------------------------------------------------------------
     def softmax(self, logits: Array, axis: int) -> Array:

@@ -9,6 +9,12 @@
 ``export``  ``jax.export.export(jax.jit(f))`` with every dimension of size >= 1 symbolic
             (one symbol per distinct size, shared by the arguments: a symbolic batch and
             class dimension), serialized, deserialized and called on the concrete arrays
+``mesh``    ``jax.jit`` on arguments placed on an explicitly sharded mesh of the available
+            devices (``"rows"`` x ``"classes"``): the arguments of the largest rank (logits,
+            dense labels, tangents) split along their last axis over ``"classes"`` and
+            their first over ``"rows"``, on as many devices as divide them; the others
+            replicated. Sharded types take the partitioned program (``_jax_partitioning``)
+            even on one device, so the catalog checks its vocab-parallel steps everywhere
 ==========  ===============================================================================
 
 The computations are those of the hooks: the function under test (``run``), its value and
@@ -33,7 +39,7 @@ Array = Any
 Computation = Callable[..., Any]
 
 EXECUTION_MODES = ("eager", "jit")
-TRANSFORM_MODES = ("vmap", "export")
+TRANSFORM_MODES = ("vmap", "export", "mesh")
 _INT32 = np.iinfo(np.int32)
 
 
@@ -57,19 +63,43 @@ def call(mode: str, computation: Computation, arrays: Sequence[Array]) -> Any:
     if mode == "vmap":
         return _first_of_identical(_transformed(mode, computation)(
             *[jnp.stack([a, a]) for a in arrays]))
+    if mode == "mesh":
+        arrays = on_mesh(arrays)
     return jax.tree.map(np.asarray, _transformed(mode, computation)(*arrays))
 
 
 @lru_cache(maxsize=1024)
 def _transformed(mode: str, computation: Computation) -> Computation:
     """``computation`` under ``mode``'s transform (cached: jit and export caches then hit)."""
-    if mode == "jit":
+    if mode in ("jit", "mesh"):
         return jax.jit(computation)
     if mode == "vmap":
         return jax.jit(jax.vmap(computation))
     if mode == "export":
         return _exported(computation)
     return computation
+
+
+def on_mesh(arrays: Sequence[Array]) -> list[Array]:
+    """``arrays`` placed on a ``"rows"`` x ``"classes"`` mesh (``mesh`` mode, above)."""
+    from jax.sharding import AxisType, NamedSharding, PartitionSpec
+
+    devices = jax.devices()
+    rank = max(a.ndim for a in arrays)
+    shape = next(a.shape for a in arrays if a.ndim == rank)
+    classes = _divisor(len(devices), shape[-1]) if rank else 1
+    rows = _divisor(len(devices) // classes, shape[0]) if rank >= 2 else 1
+    mesh = jax.make_mesh((rows, classes), ("rows", "classes"), devices=devices[:rows * classes],
+                         axis_types=(AxisType.Explicit, AxisType.Explicit))
+    split = PartitionSpec(*(["rows"] if rank >= 2 else []), *[None] * (rank - 2),
+                          *(["classes"] if rank else []))
+    return [jax.device_put(a, NamedSharding(mesh, split if a.ndim == rank
+                                            else PartitionSpec())) for a in arrays]
+
+
+def _divisor(devices: int, size: int) -> int:
+    """The largest number of devices, dividing ``devices``, that splits ``size`` evenly."""
+    return max(k for k in range(1, devices + 1) if devices % k == 0 and size % k == 0)
 
 
 def _first_of_identical(batched: Any) -> Any:

@@ -7,14 +7,14 @@ combine the devices. ``across=None`` runs the same steps on whole arrays, in a p
 XLA partitions (GSPMD): its partitioner inserts the same two all-reduces.
 
 Per row, with ``m`` the global maximum (round 1: ``pmax``), each shard computes over its
-classes (the ``[..., 4]`` statistics of :func:`dense_statistics`)
+classes (the statistics of :func:`dense_statistics`)
 
     r'  sum of exp(x_c - m) where x_c != m      the maximum's own exp(0) = 1 left out
     k   the number of x_c == m                   its ties: r = r' + (k - 1) once summed
     b   sum y_c (m - x_c)                        0 where y_c == 0, even at x_c = -inf
     n   sum y_c
 
-then one ``psum`` of the four (round 2), and ``loss = b + n log1p(r)``: a sum of
+then one ``psum`` of the four (round 2: one all-reduce of four operands), and ``loss = b + n log1p(r)``: a sum of
 non-negative terms (for non-negative labels), relatively accurate like the NumPy reference.
 The maximum's 1 is kept out of ``r`` exactly once however the classes are split: each shard
 leaves out its classes equal to the global ``m``, and ``k - 1`` puts back all but one.
@@ -36,15 +36,17 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+from xent.backends._jax_partitioning import explicitly_sharded
 from xent.backends._jax_zero_safe import zero_safe_multiply
 
 Array = Any
 Axis = Any  # a mesh axis name, a tuple of them, or None (whole arrays, GSPMD)
-R, K, B, N = range(4)  # the statistics' fields
+Stats = tuple[Array, Array, Array, Array]  # (r', k, b, n) per row, keepdims
 
 
 # -- collectives: identity on whole arrays --------------------------------------------------
-def _sum_across(x: Array, across: Axis) -> Array:
+def _sum_across(x: Any, across: Axis) -> Any:
+    """``psum`` of an array or a tuple of them (one all-reduce)."""
     return x if across is None else lax.psum(x, across)
 
 
@@ -90,12 +92,11 @@ def _lse_terms(x: Array, m: Array, axis: int) -> tuple[Array, Array]:
             top.sum(axis, keepdims=True, dtype=x.dtype))
 
 
-def dense_statistics(y: Array, x: Array, m: Array, axis: int) -> Array:
-    """``(r', k, b, n)`` of this shard, stacked along ``axis`` (``[..., 4, ...]``)."""
+def dense_statistics(y: Array, x: Array, m: Array, axis: int) -> Stats:
+    """``(r', k, b, n)`` of this shard."""
     rest, ties = _lse_terms(x, m, axis)
     gap = zero_safe_multiply(y, jnp.broadcast_to(m, x.shape) - x)  # +inf where y > 0 at -inf
-    return jnp.concatenate([rest, ties, gap.sum(axis, keepdims=True),
-                            y.sum(axis, keepdims=True)], axis)
+    return rest, ties, gap.sum(axis, keepdims=True), y.sum(axis, keepdims=True)
 
 
 def _local_label(labels: Array, x: Array, axis: int, across: Axis) -> tuple[Array, Array]:
@@ -114,21 +115,22 @@ def _pick(x: Array, index: Array, here: Array, axis: int, across: Axis) -> Array
     if across is not None:
         picked = jnp.take_along_axis(x, index, axis=axis, mode="promise_in_bounds")
         return jnp.where(here, picked, 0)
-    classes = lax.broadcasted_iota(jnp.int32, x.shape, axis)
+    sharding = jax.typeof(x).sharding if explicitly_sharded(x) else None  # select: x's
+    classes = lax.broadcasted_iota(jnp.int32, x.shape, axis, out_sharding=sharding)
     return jnp.where((classes == index) & here, x, 0).sum(axis, keepdims=True)
 
 
-def sparse_statistics(labels: Array, x: Array, m: Array, axis: int, across: Axis) -> Array:
+def sparse_statistics(labels: Array, x: Array, m: Array, axis: int, across: Axis) -> Stats:
     """``(r', k, b, n)`` of this shard for integer labels (global class indices)."""
     rest, ties = _lse_terms(x, m, axis)
     here, index = _local_label(labels, x, axis, across)
     gap = jnp.where(here, m - _pick(x, index, here, axis, across), 0)  # +inf at a -inf logit
-    return jnp.concatenate([rest, ties, gap, here.astype(x.dtype)], axis)
+    return rest, ties, gap, here.astype(x.dtype)
 
 
-def _finish(stats: Array, m: Array, axis: int) -> tuple[Array, Array]:
+def _finish(stats: Stats, m: Array) -> tuple[Array, Array]:
     """``(loss, lse)`` from the summed statistics, keepdims."""
-    r, k, b, n = jnp.split(stats, 4, axis)
+    r, k, b, n = stats
     log1p = jnp.log1p(r + (k - 1))  # NaN where m is not finite (r' is)
     return b + n * log1p, m + log1p
 
@@ -139,7 +141,7 @@ def dense_loss(y: Array, x: Array, axis: int, across: Axis) -> Array:
     """``sum_c y_c (logsumexp(x) - x_c)`` over every shard's classes (0 where y_c == 0)."""
     m = _max_across(x, axis, across)                                 # round 1
     stats = _sum_across(dense_statistics(y, x, m, axis), across)     # round 2
-    return _finish(stats, m, axis)[0].squeeze(axis)
+    return _finish(stats, m)[0].squeeze(axis)
 
 
 @partial(dense_loss.defjvp, symbolic_zeros=True)
@@ -149,10 +151,10 @@ def _dense_jvp(axis: int, across: Axis, primals: Any, tangents: Any) -> Any:
     dy, dx = tangents
     m = _max_across(x, axis, across)
     stats = _sum_across(dense_statistics(y, x, m, axis), across)
-    loss, lse = _finish(stats, m, axis)
+    loss, lse = _finish(stats, m)
     local = jnp.zeros_like(x).sum(axis)  # zeros of the loss's shape, varying like x
     if not isinstance(dx, SymbolicZero):
-        n = jnp.split(stats, 4, axis)[N]
+        n = stats[3]
         local = local + ((jnp.exp(x - lse) * n - y) * dx).sum(axis)
     if not isinstance(dy, SymbolicZero):
         local = local + zero_safe_multiply(jnp.broadcast_to(lse, x.shape) - x, dy).sum(axis)
@@ -164,7 +166,7 @@ def sparse_loss(labels: Array, x: Array, axis: int, across: Axis) -> Array:
     """``logsumexp(x) - x[label]``; the caller makes rows with a label out of range NaN."""
     m = _max_across(x, axis, across)
     stats = _sum_across(sparse_statistics(labels, x, m, axis, across), across)
-    return _finish(stats, m, axis)[0].squeeze(axis)
+    return _finish(stats, m)[0].squeeze(axis)
 
 
 @partial(sparse_loss.defjvp, symbolic_zeros=True)
@@ -174,7 +176,7 @@ def _sparse_jvp(axis: int, across: Axis, primals: Any, tangents: Any) -> Any:
     _, dx = tangents
     m = _max_across(x, axis, across)
     stats = _sum_across(sparse_statistics(labels, x, m, axis, across), across)
-    loss, lse = _finish(stats, m, axis)
+    loss, lse = _finish(stats, m)
     if isinstance(dx, SymbolicZero):
         return loss.squeeze(axis), jnp.zeros_like(loss.squeeze(axis))
     here, index = _local_label(labels, x, axis, across)
@@ -186,8 +188,7 @@ def _sparse_jvp(axis: int, across: Axis, primals: Any, tangents: Any) -> Any:
 def log_softmax(x: Array, axis: int, across: Axis) -> Array:
     """``(x - m) - log1p(r)``: relatively accurate where a probability is close to 1."""
     m = _max_across(x, axis, across)
-    rest, ties = jnp.split(_sum_across(jnp.concatenate(_lse_terms(x, m, axis), axis), across),
-                           2, axis)
+    rest, ties = _sum_across(_lse_terms(x, m, axis), across)
     return (x - m) - jnp.log1p(rest + (ties - 1))
 
 
@@ -202,8 +203,7 @@ def _log_softmax_jvp(axis: int, across: Axis, primals: Any, tangents: Any) -> An
 def softmax(x: Array, axis: int, across: Axis) -> Array:
     """``exp(x - m) / (1 + r)``."""
     m = _max_across(x, axis, across)
-    rest, ties = jnp.split(_sum_across(jnp.concatenate(_lse_terms(x, m, axis), axis), across),
-                           2, axis)
+    rest, ties = _sum_across(_lse_terms(x, m, axis), across)
     return jnp.exp(x - m) / (rest + ties)
 
 
