@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import jax_mesh_checks
 import numpy as np
 import pytest
 
-import jax_mesh_checks
 import xent
 
 needs_jax = pytest.mark.skipif(

@@ -91,7 +91,8 @@ def _options(be: Backend, logits: Array, shape: Shape, dtype: str, axis: int,
     """Every option validated once and converted to the backend of ``logits``. With an
     unknown rank (``shape`` None, TF while tracing) only dtypes are checked statically."""
     # C is global: a class axis split over a mesh axis has class_shards equal shards
-    num_classes = None if shape is None else shape[axis] * getattr(be, "class_shards", 1)
+    classes = None if shape is None else shape[axis]
+    num_classes = None if classes is None else classes * getattr(be, "class_shards", 1)
     loss_shape = None if shape is None else shape[:axis] + shape[axis + 1 :]
     smoothing = _validate.check_label_smoothing(label_smoothing)
     return Options(

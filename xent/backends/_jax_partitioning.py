@@ -45,8 +45,9 @@ def partitioned(axis_context: Any) -> bool:
     """Whether XLA's SPMD partitioner may split this lowering's arrays over devices: a
     ``jit`` over several devices, or a ``shard_map`` that leaves a mesh axis of size > 1 to
     the partitioner. One device, and each device's program inside a ``shard_map`` over
-    every mesh axis (or ``pmap``), are not partitioned."""
-    from jax._src import sharding_impls  # the axis contexts are not public API
+    every mesh axis, are not partitioned. An axis context this JAX does not have (they
+    are not public API) counts as partitioned: that program is right everywhere."""
+    from jax._src import sharding_impls
 
     if isinstance(axis_context, sharding_impls.ShardingContext):
         return axis_context.num_devices > 1
@@ -54,7 +55,7 @@ def partitioned(axis_context: Any) -> bool:
         mesh = axis_context.mesh
         return any(mesh.shape[a] > 1 for a in mesh.axis_names
                    if a not in axis_context.manual_axes)
-    return not isinstance(axis_context, sharding_impls.ReplicaAxisContext)  # unknown: safe
+    return True
 
 
 def explicitly_sharded(x: Array) -> bool:

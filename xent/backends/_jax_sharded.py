@@ -14,8 +14,9 @@ classes (the statistics of :func:`dense_statistics`)
     b   sum y_c (m - x_c)                        0 where y_c == 0, even at x_c = -inf
     n   sum y_c
 
-then one ``psum`` of the four (round 2: one all-reduce of four operands), and ``loss = b + n log1p(r)``: a sum of
-non-negative terms (for non-negative labels), relatively accurate like the NumPy reference.
+then one ``psum`` of the four (round 2: one all-reduce of four operands), and
+``loss = b + n log1p(r)``: a sum of non-negative terms (for non-negative labels),
+relatively accurate like the NumPy reference.
 The maximum's 1 is kept out of ``r`` exactly once however the classes are split: each shard
 leaves out its classes equal to the global ``m``, and ``k - 1`` puts back all but one.
 
