@@ -31,7 +31,11 @@ from xent.backends._base import Backend
 from xent.backends._torch_convert import from_numpy, to_numpy, torch_dtype
 
 _HALF = (torch.float16, torch.bfloat16)
-_DTYPE_NAMES: dict[torch.dtype, str] = {}
+# every dtype's name up front: a cache filled while torch.compile traces would change under
+# the compiled code's guards and cost it a recompile
+_DTYPE_NAMES: dict[torch.dtype, str] = {
+    d: str(d).removeprefix("torch.") for d in vars(torch).values() if isinstance(d, torch.dtype)
+}
 
 
 def _compute(x: torch.Tensor) -> torch.Tensor:
@@ -47,6 +51,9 @@ class TorchBackend(Backend):
     modes = _torch_modes.MODES
     transform_modes = _torch_modes.TRANSFORM_MODES
     tracing_modes = _torch_modes.TRACING_MODES
+    #: The cells (cases, dtypes) the project's test suite runs in a transform mode where all
+    #: of them would take too long; ``xent conformance`` runs every cell in every mode.
+    suite_cells = _torch_modes.SUITE_CELLS
     has_autodiff = True
     dtypes = ("float16", "bfloat16", "float32", "float64")
 
@@ -59,9 +66,7 @@ class TorchBackend(Backend):
 
     def dtype_name(self, x: torch.Tensor) -> str:
         name = _DTYPE_NAMES.get(x.dtype)
-        if name is None:
-            name = _DTYPE_NAMES[x.dtype] = str(x.dtype).removeprefix("torch.")
-        return name
+        return str(x.dtype).removeprefix("torch.") if name is None else name
 
     def asarray(self, value: Any, *, like: Any = None, dtype: str | None = None) -> torch.Tensor:
         tensor = value if isinstance(value, torch.Tensor) else from_numpy(value)
@@ -83,8 +88,7 @@ class TorchBackend(Backend):
         held = ops.host_values(labels)
         if held is None or held.numel() == 0:
             return None  # on an accelerator or while compiling the kernel marks such rows NaN
-        with torch._C._DisableFuncTorch():  # a torch.func transform would wrap .numpy() too
-            values = held.numpy()  # no copy; NumPy has min/max for every unsigned dtype
+        values = ops.to_host_numpy(held)  # NumPy has min/max for every unsigned dtype
         if values.min() >= 0 and values.max() < num_classes:
             return None
         return int(values[(values < 0) | (values >= num_classes)][0])

@@ -26,6 +26,16 @@ from xent.backends._torch_convert import from_numpy, to_numpy
 MODES = ("eager",)
 TRANSFORM_MODES = ("vmap", "compile")
 TRACING_MODES = ("compile",)  # label values are not read: out-of-range rows give NaN
+#: compile: each new rank, class axis, dtype, label dtype or class count past 4096 compiles
+#: about ten graphs with inductor (seconds each); in float32 these cases share one set.
+SUITE_CELLS = {
+    "compile": (
+        ("seed", "random_1", "random_10", "random_100", "logits_1e4", "near_max", "near_ties",
+         "confident", "masked", "masked_all_but_one", "nan_row", "inf_rows", "soft_labels",
+         "unnormalised_labels", "zero_labels", "sparse_out_of_range"),
+        ("float32",),
+    ),
+}
 _BATCH = 2
 _compiled: dict[Callable[..., Any], Callable[..., Any]] = {}
 

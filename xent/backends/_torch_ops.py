@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.autograd.forward_ad as forward_ad
 
@@ -48,14 +49,15 @@ _NAN = float("nan")
 
 
 def transformed(*tensors: torch.Tensor) -> bool:
-    """True under ``torch.compile``, forward-mode AD, or a ``torch.func`` transform of one
-    of ``tensors``: then every op must be out of place (vmap cannot write a batched value
-    into an unbatched buffer)."""
-    return (
-        torch.compiler.is_compiling()
-        or forward_ad._current_level >= 0  # a dual_level is open (no public query)
-        or any(_wrapped(t) or _legacy_batched(t) for t in tensors)
-    )
+    """True under forward-mode AD or a ``torch.func`` transform of one of ``tensors``: then
+    every op must be out of place (vmap cannot write a batched value into an unbatched
+    buffer), and the autograd node must have its forward-mode rule."""
+    if forward_ad._current_level >= 0:  # a dual_level is open (there is no public query)
+        return True
+    for t in tensors:  # a loop, not any(...): this runs on every eager call
+        if _wrapped(t) or _legacy_batched(t):
+            return True
+    return False
 
 
 def host_values(x: torch.Tensor) -> torch.Tensor | None:
@@ -66,7 +68,9 @@ def host_values(x: torch.Tensor) -> torch.Tensor | None:
         return None
     while _wrapped(x):
         x = _unwrapped(x)
-    return x if x.device.type == "cpu" and torch._C._has_storage(x) else None
+    if not x.is_cpu or (type(x) is not torch.Tensor and not torch._C._has_storage(x)):
+        return None  # an accelerator, or a tensor subclass with no values (FakeTensor)
+    return x
 
 
 def checks_on_host(x: torch.Tensor) -> bool:
@@ -74,18 +78,28 @@ def checks_on_host(x: torch.Tensor) -> bool:
     return host_values(x) is not None
 
 
+def to_host_numpy(x: torch.Tensor) -> np.ndarray:
+    """``x.numpy()`` (no copy) for a tensor from :func:`host_values`."""
+    if not torch._C._are_functorch_transforms_active():
+        return x.numpy()
+    with torch._C._DisableFuncTorch():  # else functorch intercepts .numpy() too, and fails
+        return x.numpy()
+
+
 def _forward(
-    labels: torch.Tensor, logits: torch.Tensor, dim: int, keep: bool
+    labels: torch.Tensor, logits: torch.Tensor, dim: int, keep: bool, traced: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(loss, log_softmax, sum(labels))``; ``log_softmax`` is scratch unless ``keep``."""
+    """``(loss, log_softmax, sum(labels))``; ``log_softmax`` is scratch unless ``keep``;
+    ``traced``: under ``torch.compile``."""
     log_p = torch.log_softmax(logits, dim)
     total = labels.sum(dim)
     nan_rows = log_p.select(dim, 0).isnan() | total.isnan()
     products = labels * log_p if keep else log_p.mul_(labels)  # in place: one less buffer
-    loss = products.nansum(dim).neg()
-    # NaN from a product that is NaN on those rows (not a constant): traced by torch.compile
-    # under forward mode (no custom rule there), their tangent stays NaN too
-    return torch.where(nan_rows, log_p.select(dim, 0) * total, loss), log_p, total
+    loss = products.nansum(dim).neg_()
+    if traced:  # forward mode differentiates these ops: NaN rows get
+        # their NaN from a product that is NaN there, so that their tangent is NaN too
+        return torch.where(nan_rows, log_p.select(dim, 0) * total, loss), log_p, total
+    return loss.masked_fill_(nan_rows, _NAN), log_p, total
 
 
 class _DenseLoss(torch.autograd.Function):
@@ -98,7 +112,7 @@ class _DenseLoss(torch.autograd.Function):
     def forward(
         labels: torch.Tensor, logits: torch.Tensor, dim: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return _forward(labels, logits, dim, keep=True)
+        return _forward(labels, logits, dim, keep=True, traced=torch.compiler.is_compiling())
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
@@ -117,7 +131,10 @@ class _DenseLoss(torch.autograd.Function):
         dlabels = dlogits = None
         if grad is not None:
             g = grad.unsqueeze(dim)
-            in_place = not (torch.is_grad_enabled() or transformed(g, labels, log_p))
+            in_place = not (
+                torch.is_grad_enabled() or torch.compiler.is_compiling()
+                or transformed(g, labels, log_p)
+            )
             if want_logits and in_place:  # plain eager autograd: one buffer
                 dlogits = log_p.exp().mul_(g * total.unsqueeze(dim))
                 dlogits.addcmul_(labels, g, value=-1)
@@ -172,10 +189,10 @@ class _DenseLossForwardMode(_DenseLoss):
 def dense_loss(labels: torch.Tensor, logits: torch.Tensor, dim: int) -> torch.Tensor:
     """``sum_c labels_c * (logsumexp(logits) - logits_c)`` over ``dim``; 0 where
     ``labels_c == 0``. ``labels`` and ``logits``: same shape, same float dtype."""
-    if torch.compiler.is_compiling():  # a graph of its own for dynamo, without forward mode
+    if torch.compiler.is_compiling():  # dynamo cannot trace a Function with a forward rule
         return _DenseLoss.apply(labels, logits, dim)[0]
     if (
         torch.is_grad_enabled() and (labels.requires_grad or logits.requires_grad)
     ) or transformed(labels, logits):
         return _DenseLossForwardMode.apply(labels, logits, dim)[0]
-    return _forward(labels, logits, dim, keep=False)[0]
+    return _forward(labels, logits, dim, keep=False, traced=False)[0]
