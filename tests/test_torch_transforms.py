@@ -468,3 +468,24 @@ def test_vmap_mode_raises_when_batch_entries_differ(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(_torch_modes, "_batch", unequal)
     with pytest.raises(AssertionError, match="batch entry 1 differs"):
         TB.run("vmap", lambda x: x + xent.softmax(x), np.zeros((2, 3), np.float32))
+
+
+@pytest.mark.parametrize("how", ["forward_ad", "func.jvp", "compile(func.jvp)"])
+def test_a_label_tangent_at_a_masked_class_is_infinite(how: str) -> None:
+    # d loss / d labels_c = lse - x_c = +inf at a masked class: a tangent there is +-inf
+    # (0 where the tangent is 0), also where torch.compile differentiates plain ops
+    p = masked("dense")
+    dy = torch.zeros_like(p.labels)
+    dy[0, 2], dy[1, 1] = 0.5, -1e-300  # two masked classes; row 1's other one stays 0
+
+    def jvp(y: torch.Tensor, x: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+        f = XENT["dense"]
+        if how == "forward_ad":
+            with forward_ad.dual_level():
+                return forward_ad.unpack_dual(f(forward_ad.make_dual(y, dy), x)).tangent
+        return torch.func.jvp(f, (y, x), (dy, torch.zeros_like(x)))[1]
+
+    if how.startswith("compile"):
+        jvp = torch.compile(jvp, fullgraph=True, backend="aot_eager")
+    assert jvp(p.labels, p.logits, dy).tolist() == [INF, -INF]
+    assert jvp(p.labels, p.logits, torch.zeros_like(dy)).tolist() == [0.0, 0.0]

@@ -33,6 +33,7 @@ training uses, are accurate either way. ``Backend.relative_accuracy`` is False h
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -87,19 +88,31 @@ def to_host_numpy(x: torch.Tensor) -> np.ndarray:
 
 
 def _forward(
-    labels: torch.Tensor, logits: torch.Tensor, dim: int, keep: bool, traced: bool
+    labels: torch.Tensor, logits: torch.Tensor, dim: int, keep: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(loss, log_softmax, sum(labels))``; ``log_softmax`` is scratch unless ``keep``;
-    ``traced``: under ``torch.compile``."""
+    """``(loss, log_softmax, sum(labels))``; ``log_softmax`` is scratch unless ``keep``."""
     log_p = torch.log_softmax(logits, dim)
     total = labels.sum(dim)
     nan_rows = log_p.select(dim, 0).isnan() | total.isnan()
     products = labels * log_p if keep else log_p.mul_(labels)  # in place: one less buffer
-    loss = products.nansum(dim).neg_()
-    if traced:  # forward mode differentiates these ops: NaN rows get
-        # their NaN from a product that is NaN there, so that their tangent is NaN too
-        return torch.where(nan_rows, log_p.select(dim, 0) * total, loss), log_p, total
-    return loss.masked_fill_(nan_rows, _NAN), log_p, total
+    loss = products.nansum(dim).neg_().masked_fill_(nan_rows, _NAN)
+    return loss, log_p, total
+
+
+def _traced_loss(labels: torch.Tensor, logits: torch.Tensor, dim: int) -> torch.Tensor:
+    """The loss in plain ops, for ``torch.compile`` without autograd: there forward-mode AD
+    (``torch.func.jvp`` inside the compiled function) differentiates these ops, as dynamo
+    cannot use a custom forward rule. Two tangents are put right: a label tangent at a
+    masked class, ``(lse - x_c) * d labels_c = +-inf``, which ``nansum`` would drop with its
+    ``0 * -inf`` product; and NaN rows, whose tangent stays NaN."""
+    log_p = torch.log_softmax(logits, dim)
+    total = labels.sum(dim)
+    loss = (labels * log_p).nansum(dim).neg()
+    big = torch.finfo(log_p.dtype).max  # labels * big * big: 0 here, tangent d labels * inf
+    masked = (labels == 0) & (log_p == -math.inf)
+    loss = loss + torch.where(masked, labels * big * big, 0).sum(dim)
+    nan_rows = log_p.select(dim, 0).isnan() | total.isnan()
+    return torch.where(nan_rows, log_p.select(dim, 0) * total, loss)  # NaN with a NaN tangent
 
 
 class _DenseLoss(torch.autograd.Function):
@@ -112,7 +125,7 @@ class _DenseLoss(torch.autograd.Function):
     def forward(
         labels: torch.Tensor, logits: torch.Tensor, dim: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return _forward(labels, logits, dim, keep=True, traced=torch.compiler.is_compiling())
+        return _forward(labels, logits, dim, keep=True)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
@@ -189,10 +202,11 @@ class _DenseLossForwardMode(_DenseLoss):
 def dense_loss(labels: torch.Tensor, logits: torch.Tensor, dim: int) -> torch.Tensor:
     """``sum_c labels_c * (logsumexp(logits) - logits_c)`` over ``dim``; 0 where
     ``labels_c == 0``. ``labels`` and ``logits``: same shape, same float dtype."""
+    differentiated = torch.is_grad_enabled() and (labels.requires_grad or logits.requires_grad)
     if torch.compiler.is_compiling():  # dynamo cannot trace a Function with a forward rule
-        return _DenseLoss.apply(labels, logits, dim)[0]
-    if (
-        torch.is_grad_enabled() and (labels.requires_grad or logits.requires_grad)
-    ) or transformed(labels, logits):
+        if differentiated:
+            return _DenseLoss.apply(labels, logits, dim)[0]
+        return _traced_loss(labels, logits, dim)
+    if differentiated or transformed(labels, logits):
         return _DenseLossForwardMode.apply(labels, logits, dim)[0]
-    return _forward(labels, logits, dim, keep=False, traced=False)[0]
+    return _forward(labels, logits, dim, keep=False)[0]
