@@ -318,6 +318,17 @@ def test_transform_is_exact_on_masked_classes(transform: str, name: str, labels:
         np.testing.assert_allclose(mine.detach().numpy(), value, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("transform", ["func.grad", "func.vmap", "func.jacfwd", "func.hessian"])
+@pytest.mark.parametrize("labels", ["passed", "captured"])
+def test_out_of_range_labels_raise_under_torch_func(transform: str, labels: str) -> None:
+    # eager on CPU, the labels' values are on the host under every torch.func wrapper
+    p = finite("sparse")
+    p.labels = torch.tensor([3, 4])  # 4 classes: 4 is out of range
+    p.batch = (torch.stack([p.labels, p.labels.flip(0)]), p.batch[1])
+    with pytest.raises(ValueError, match=r"sparse label 4 is out of range \[0, 4\)"):
+        TRANSFORMS[transform](XENT["sparse"], p, labels)
+
+
 # -- torch.compile(fullgraph=True): one graph holds xent's four functions and torch's own --
 # (backend "aot_eager": dynamo's graph and AOTAutograd's backward, without inductor's code
 # generation, which takes a minute on 2 cores; the conformance suite's ``compile`` mode runs
