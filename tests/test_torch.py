@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import xent
-from xent.backends import _torch_ops
+from xent.backends import _torch_context
 from xent.compat.v1 import nn as v1
 
 TB = xent.backends.get("torch")
@@ -226,7 +226,7 @@ def test_every_integer_label_dtype(dtype: str) -> None:
 def test_out_of_range_label_is_nan_where_values_stay_on_the_device(monkeypatch) -> None:
     # Off the CPU (and while torch.compile traces) nothing reads label values on the host:
     # the kernel marks out-of-range rows NaN instead of a device-side assert.
-    monkeypatch.setattr(_torch_ops, "host_values", lambda x: None)
+    monkeypatch.setattr(_torch_context, "host_values", lambda x: None)
     logits = torch.tensor([[0.5, 1.5, 0.1]] * 4)
     loss = sparse(labels=torch.tensor([1, 3, -100, -1]), logits=logits)
     assert loss.isnan().tolist() == [False, True, True, True]

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from xent.backends import _torch_context as context
 from xent.backends import _torch_modes
 from xent.backends import _torch_ops as ops
 from xent.backends._base import Backend
@@ -85,10 +86,10 @@ class TorchBackend(Backend):
         return x.detach()
 
     def first_out_of_range(self, labels: torch.Tensor, num_classes: int) -> int | None:
-        held = ops.host_values(labels)
+        held = context.host_values(labels)
         if held is None or held.numel() == 0:
             return None  # on an accelerator or while compiling the kernel marks such rows NaN
-        values = ops.to_host_numpy(held)  # NumPy has min/max for every unsigned dtype
+        values = context.to_host_numpy(held)  # NumPy has min/max for every unsigned dtype
         if values.min() >= 0 and values.max() < num_classes:
             return None
         return int(values[(values < 0) | (values >= num_classes)][0])
@@ -127,7 +128,7 @@ class TorchBackend(Backend):
             outer, inner = math.prod(shape[:axis]), math.prod(shape[axis + 1 :])
             x = x.reshape((outer, num_classes) + ((inner,) if inner != 1 else ()))
             target = target.reshape(x.shape[:1] + x.shape[2:])  # views when contiguous
-        if ops.checks_on_host(labels):  # the API layer has checked the range
+        if context.checks_on_host(labels):  # the API layer has checked the range
             loss = F.cross_entropy(x, target, reduction="none")  # wants int64 (or uint8)
         else:  # out of range gives NaN, without a host sync or a device-side assert
             bad = (target < 0) | (target >= num_classes)
