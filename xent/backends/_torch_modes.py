@@ -26,8 +26,8 @@ from xent.backends._torch_convert import from_numpy, to_numpy
 MODES = ("eager",)
 TRANSFORM_MODES = ("vmap", "compile")
 TRACING_MODES = ("compile",)  # label values are not read: out-of-range rows give NaN
-#: compile: each new rank, class axis, dtype, label dtype or class count past 4096 compiles
-#: about ten graphs with inductor (seconds each); in float32 these cases share one set.
+#: compile: each new rank, class axis, dtype, label dtype, size 0 or 1, or class count past
+#: 4096 compiles about ten graphs with inductor (seconds each); these float32 cases share one.
 SUITE_CELLS = {
     "compile": (
         ("seed", "random_1", "random_10", "random_100", "logits_1e4", "near_max", "near_ties",
@@ -41,6 +41,7 @@ _compiled: dict[Callable[..., Any], Callable[..., Any]] = {}
 
 
 def check(mode: str) -> None:
+    """Raise ValueError for a mode the torch backend does not have."""
     if mode not in MODES + TRANSFORM_MODES:
         raise ValueError(f"torch: unknown mode {mode!r}; expected one of "
                          f"{', '.join(MODES + TRANSFORM_MODES)}")
@@ -87,6 +88,7 @@ def _numpy(mode: str, x: torch.Tensor | None) -> np.ndarray | None:
 
 
 def run(mode: str, fn: Callable[..., Any], *args: np.ndarray) -> np.ndarray:
+    """``fn(*args)`` in ``mode``, NumPy in and out (``Backend.run``)."""
     check(mode)
     out = _call(mode, fn, (), *_batch(mode, [from_numpy(a) for a in args]))
     result = _numpy(mode, out)
@@ -97,6 +99,8 @@ def run(mode: str, fn: Callable[..., Any], *args: np.ndarray) -> np.ndarray:
 def value_and_grad(
     mode: str, fn: Callable[[Any, Any], Any], labels: np.ndarray, logits: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """``fn(labels, logits)`` and the gradients of its sum, through ``mode``'s transform
+    (``Backend.value_and_grad``); the labels gradient is None for integer labels."""
     check(mode)
     y, x = _batch(mode, [from_numpy(labels), from_numpy(logits)])
     with_labels = y.is_floating_point()
@@ -127,6 +131,8 @@ def jvp(
     args: tuple[np.ndarray, ...],
     tangents: tuple[np.ndarray | None, ...],
 ) -> tuple[np.ndarray, np.ndarray]:
+    """``fn(*args)`` and its forward-mode derivative along ``tangents`` (None: held
+    constant), through ``mode``'s transform (``Backend.jvp``)."""
     check(mode)
     primals = [from_numpy(a) for a in args]
     live = tuple(i for i, t in enumerate(tangents) if t is not None)
@@ -151,15 +157,15 @@ def _jvp(
         full[i] = value
     moving, along = flat[len(fixed):len(full)], flat[len(full):]
 
-    def partial(*moved: torch.Tensor) -> torch.Tensor:
+    def of_moving(*moved: torch.Tensor) -> torch.Tensor:
         for i, value in zip(live, moved):
             full[i] = value
         return fn(*full)
 
     if not dual_tensors:
-        result = torch.func.jvp(partial, tuple(moving), tuple(along))
+        result = torch.func.jvp(of_moving, tuple(moving), tuple(along))
         return result[0], result[1]
     with forward_ad.dual_level():
-        out = partial(*(forward_ad.make_dual(p, t) for p, t in zip(moving, along)))
+        out = of_moving(*(forward_ad.make_dual(p, t) for p, t in zip(moving, along)))
         value, tangent = forward_ad.unpack_dual(out)
     return value, torch.zeros_like(value) if tangent is None else tangent
