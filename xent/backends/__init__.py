@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -68,18 +69,29 @@ def get(name: str) -> Backend:
         return backend
     if name in _BUILTIN:
         framework, module, cls = _BUILTIN[name]
-        if importlib.util.find_spec(framework) is None:
+        if framework not in sys.modules and importlib.util.find_spec(framework) is None:
             raise ImportError(
                 f"backend: {name!r} needs {framework}, which is not installed "
                 f"(pip install 'xent[{name}]')"
             )
-        backend = getattr(importlib.import_module(module), cls)()
+        backend = getattr(_import(module), cls)()
         _loaded[name] = backend
         return backend
     load_entry_points()
     if name in _loaded:
         return _loaded[name]
     raise ValueError(f"backend: unknown backend {name!r}; available: {', '.join(available())}")
+
+
+def _import(module: str) -> Any:
+    """``importlib.import_module(module)``. torch's backend is imported by an import
+    statement: ``torch.compile`` runs those while it traces (an importlib call breaks its
+    graph), so the first xent call of a process may be inside a compiled function."""
+    if module == "xent.backends._torch":
+        from xent.backends import _torch
+
+        return _torch
+    return importlib.import_module(module)
 
 
 def available() -> list[str]:
