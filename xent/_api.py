@@ -66,6 +66,10 @@ def _option_array(be: Backend, value: Any, name: str, logits: Array,
     if found is None:
         if isinstance(value, (list, tuple, int, float)) and dtype is not None:
             value = np.asarray(value, dtype=np.float64)  # [1, 2, 3]: weights, not integers
+        adopted = be.adopt(value, logits)
+        if adopted is not None:  # a tracer that cannot read NumPy (torch.compile)
+            value, found = adopted, be
+    if found is None:
         array = np.asarray(value)
         check(array.shape, numpy_dtype_name(array.dtype))
         if np.ndarray in be.native_types:
@@ -205,6 +209,8 @@ def softmax_cross_entropy_with_logits(
     be, logits, neutral, shape, dtype, axis = _prepare(logits, labels, axis, backend)
     if reduction not in _validate.REDUCTIONS:
         _validate.check_reduction(reduction)
+    if neutral and (adopted := be.adopt(labels, logits)) is not None:
+        labels, neutral = adopted, False  # a tracer that cannot read NumPy (torch.compile)
     if neutral:
         labels, labels_dtype = _neutral_labels(labels)
         _validate.check_dense_labels(labels.shape, labels_dtype, shape)
@@ -275,6 +281,8 @@ def sparse_softmax_cross_entropy_with_logits(
     be, logits, neutral, shape, dtype, axis = _prepare(logits, labels, axis, backend)
     if reduction not in _validate.REDUCTIONS:
         _validate.check_reduction(reduction)
+    if neutral and (adopted := be.adopt(labels, logits)) is not None:
+        labels, neutral = adopted, False  # a tracer that cannot read NumPy (torch.compile)
     if neutral:
         labels, labels_dtype = _neutral_labels(labels)
         _validate.check_sparse_labels(labels.shape, labels_dtype, shape, axis)

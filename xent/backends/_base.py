@@ -51,9 +51,10 @@ class Backend:
     #: when running all of them would be too slow (``xent conformance`` runs everything);
     #: a transform mode not listed runs the whole catalog in the tests too.
     transform_test_subset: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-    #: Modes whose traced shapes are symbolic (``jax.export``): arrays captured by the traced
-    #: function with fixed shapes (the catalog's loss options) cannot follow them.
-    symbolic_modes: tuple[str, ...] = ()
+    #: mode -> (quantities, why): what the conformance catalog's option cases, whose calls
+    #: capture their options as NumPy arrays, cannot measure in that mode (n/a, with why);
+    #: the quantities as in ``xent.conformance.runner`` ("all" for every one).
+    captured_option_limits: dict[str, tuple[tuple[str, ...], str]] = {}
     #: Modes in which sparse labels out of range give NaN instead of ValueError.
     tracing_modes: tuple[str, ...] = ()
     #: Whether :meth:`value_and_grad` is implemented (frameworks with autodiff).
@@ -87,6 +88,13 @@ class Backend:
         """Convert framework-neutral input (NumPy array, sequence, scalar) to this framework,
         on the device of ``like`` when given, in ``dtype`` (a NumPy-style name) when given."""
         raise NotImplementedError
+
+    def adopt(self, value: Any, like: Array) -> Array | None:
+        """Framework-neutral ``value`` (NumPy array, sequence) as a tensor of this framework
+        in its own dtype, on ``like``'s device, where NumPy must not be used (inside a
+        framework's tracer that cannot read NumPy attributes, e.g. ``torch.compile``); None
+        (the default): the API converts and checks it with NumPy."""
+        return None
 
     def cast(self, x: Array, dtype: str) -> Array:
         """``x`` (already of this framework) in ``dtype``; ``x`` itself when it matches."""

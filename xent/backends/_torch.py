@@ -56,6 +56,10 @@ class TorchBackend(TorchArrayOps, Backend):
     #: The cells (cases, dtypes) the project's test suite runs in a transform mode where all
     #: of them would take too long; ``xent conformance`` runs every cell in every mode.
     transform_test_subset = _torch_modes.SUITE_CELLS
+    captured_option_limits = {"compile": (("jvp_softmax", "jvp_log_softmax", "jvp_loss",
+                                           "jvp_sparse_loss"), (
+        "torch 2.13's dynamo fails its own guard on a NumPy array captured by a compiled "
+        "torch.func.jvp; captured tensors work (tests/test_torch_transforms.py)"))}
     has_autodiff = True
     dtypes = ("float16", "bfloat16", "float32", "float64")
 
@@ -76,6 +80,12 @@ class TorchBackend(TorchArrayOps, Backend):
             device=None if like is None else like.device,
             dtype=None if dtype is None else torch_dtype(dtype),
         )
+
+    def adopt(self, value: Any, like: torch.Tensor) -> torch.Tensor | None:
+        if not torch.compiler.is_compiling():
+            return None
+        # dynamo cannot read an ndarray's dtype or flags, but converts it to a tensor
+        return torch.as_tensor(value, device=like.device)
 
     def cast(self, x: torch.Tensor, dtype: str) -> torch.Tensor:
         return x if self.dtype_name(x) == dtype else x.to(torch_dtype(dtype))

@@ -28,7 +28,7 @@ TRANSFORM_MODES = ("vmap", "compile")
 TRACING_MODES = ("compile",)  # label values are not read: out-of-range rows give NaN
 #: compile: each new rank, class axis, dtype, label dtype, size 0 or 1, or class count past
 #: 4096 compiles about ten graphs with inductor (seconds each); these float32 cases share one.
-SUITE_CELLS = {
+SUITE_CELLS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "compile": (
         ("seed", "random_1", "random_10", "random_100", "logits_1e4", "near_max", "near_ties",
          "confident", "masked", "masked_all_but_one", "nan_row", "inf_rows", "soft_labels",
