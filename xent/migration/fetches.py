@@ -24,6 +24,7 @@ from libcst.metadata import Assignment, ParentNodeProvider, ScopeProvider
 
 from xent.migration import names
 from xent.migration.arguments import source_text
+from xent.migration.upgrade_tables import load
 
 #: TensorFlow functions (paths after ``tf.``, any namespace) that return one tensor and
 #: hold no state
@@ -76,6 +77,15 @@ class Fetch:
     reason: str = ""
 
 
+def _pure(path: str) -> bool:
+    """A function returning one tensor, holding no state: listed here, in ``tf.math``,
+    or a TF1 name TensorFlow's tables rename to a ``tf.math`` function."""
+    if path in PURE:
+        return True
+    target = load().renames.get(path, path)
+    return target.startswith(_PURE_MODULES) and target not in _NOT_PURE
+
+
 def is_random(path: str) -> bool:
     return path in RANDOM or path.startswith(("random.", "random_", "image.random_"))
 
@@ -99,7 +109,7 @@ class FetchReader:
             return _structure(parts)
         if isinstance(node, cst.Name):
             found = self._through(node, self.read)
-            if found is not None:
+            if found is not None and found.kind != "unknown":
                 return found
         else:
             tensor = self._tensor(node)
@@ -128,8 +138,7 @@ class FetchReader:
                 return None
             path = api[1]
             random = is_random(path)
-            if not (random or path in PURE or (path.startswith(_PURE_MODULES)
-                                               and path not in _NOT_PURE)):
+            if not (random or _pure(path)):
                 return None
             sources: set[cst.CSTNode] = {node} if random else set()
             for arg in node.args:

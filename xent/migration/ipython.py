@@ -3,31 +3,49 @@
 IPython reads a line as its own syntax only where a Python statement starts: line magics
 (``%time f()``, ``x = %sx ls``), shell escapes (``!pip ...``, ``files = !ls``) and help
 (``f?``, ``??f``), at any indentation. A ``%`` that continues an expression
-(``"%d" \\n    % n`` inside brackets) is Python's modulo operator. Each magic line becomes
-``pass  # xent-migrate-magic N`` (a statement: a block whose only statement is a magic
-stays a block) and comes back with the indentation its placeholder has after the rewrite
-(a ``with tf.Session():`` block that was unwrapped takes its magics along).
+(``"%d" \\n    % n`` inside brackets) is Python's modulo operator.
 
->>> masked, magics = mask("for i in range(2):\\n    %time f(i)\\ny = ('%d'\\n     % 3)\\n")
+A magic that runs a Python statement (``%time``, ``%timeit``, ``%prun`` without options)
+is masked as that statement, so that it is migrated like the rest
+(``%time v = sess.run(x)`` -> ``%time v = x.numpy()``). Any other magic becomes the
+statement ``_xent_magic_N(names...)``, passing every name the magic mentions: the
+rewrite sees them used in a way it cannot follow (a session a magic uses is never
+removed), and a block whose only statement is a magic stays a block. Both come back with
+the indentation they have after the rewrite (a ``with tf.Session():`` block that was
+unwrapped takes its magics along).
+
+>>> masked, magics = mask("for i in range(2):\\n    %time f(i)\\n    !echo {i}\\n"
+...                       "y = ('%d'\\n     % 3)\\n")
 >>> print(masked)
 for i in range(2):
-    pass  # xent-migrate-magic 0
+    f(i)  # xent-migrate-magic 0
+    _xent_magic_1(echo, i)
 y = ('%d'
      % 3)
 <BLANKLINE>
->>> restore(masked.replace("    pass", "pass"), magics).splitlines()[1]
-'%time f(i)'
+>>> print(restore(masked.replace("    ", ""), magics).splitlines()[1:3])
+['%time f(i)', '!echo {i}']
 """
 
 from __future__ import annotations
 
+import ast
+import keyword
 import re
 
-PLACEHOLDER = "pass  # xent-migrate-magic {}"
-_PLACEHOLDER = re.compile(r"^([ \t]*)pass  # xent-migrate-magic (\d+)$", re.MULTILINE)
+_PYTHON_LINE = "{}  # xent-migrate-magic {}"
+_OPAQUE = "_xent_magic_{}({})"
+_RESTORE = re.compile(r"^([ \t]*)(?:(.*?) *# xent-migrate-magic (\d+)|_xent_magic_(\d+)\(.*\))$",
+                      re.MULTILINE)
 _MAGIC = re.compile(r"^(?:[%!?]|[\w.]+\s*=\s*[%!]\S|[\w.\[\]()]+\?\??$)")
+_STATEMENT_MAGIC = re.compile(r"^%(time|timeit|prun)\s+(?!-)(\S.*)$")
+_NAME = re.compile(r"[A-Za-z_]\w*")
 #: cell magics whose body is Python (run as Python by IPython)
 PYTHON_CELL_MAGICS = frozenset({"time", "timeit", "capture", "prun", "memit", "debug"})
+
+
+class MagicLost(ValueError):
+    """A masked magic is missing from the rewritten code."""
 
 
 def cell_magic(code: str) -> str | None:
@@ -56,7 +74,7 @@ def mask(code: str, magics: list[str] | None = None) -> tuple[str, list[str]]:
                 index += 1
                 text += "\n" + lines[index]
             indent = line[: len(line) - len(line.lstrip())]
-            out.append(indent + PLACEHOLDER.format(len(magics)))
+            out.append(indent + _placeholder(text.strip(), len(magics)))
             magics.append(text)
             index += 1
             continue
@@ -66,14 +84,41 @@ def mask(code: str, magics: list[str] | None = None) -> tuple[str, list[str]]:
     return "\n".join(out), magics
 
 
+def _placeholder(magic: str, index: int) -> str:
+    statement = _STATEMENT_MAGIC.match(magic)
+    if statement and "#" not in magic and "\n" not in magic:
+        try:
+            ast.parse(statement.group(2))
+            return _PYTHON_LINE.format(statement.group(2), index)
+        except SyntaxError:
+            pass
+    mentioned = dict.fromkeys(n for n in _NAME.findall(magic) if not keyword.iskeyword(n))
+    return _OPAQUE.format(index, ", ".join(mentioned))
+
+
 def restore(code: str, magics: list[str]) -> str:
-    """Put the IPython lines back, each at its placeholder's indentation."""
+    """Put the IPython lines back, each at its placeholder's indentation (a magic that
+    ran a statement, with the statement as rewritten). Raises :class:`MagicLost` when a
+    placeholder is gone."""
+    seen: set[int] = set()
+
     def back(match: re.Match[str]) -> str:
-        original = magics[int(match.group(2))]
+        index = int(match.group(3) or match.group(4))
+        seen.add(index)
+        original = magics[index]
+        if match.group(3) is not None:  # a statement magic: its rewritten statement
+            name = _STATEMENT_MAGIC.match(original.strip())
+            assert name is not None
+            if not match.group(2):
+                return ""  # the rewrite removed the statement (``sess.close()``)
+            return f"{match.group(1)}%{name.group(1)} {match.group(2)}"
         first, _, rest = original.partition("\n")
         return match.group(1) + first.lstrip() + ("\n" + rest if rest else "")
 
-    return _PLACEHOLDER.sub(back, code)
+    restored = _RESTORE.sub(back, code)
+    if len(seen) != len(magics):
+        raise MagicLost("an IPython line was lost in the rewrite")
+    return restored
 
 
 def _code_part(stripped: str) -> str:

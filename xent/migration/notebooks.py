@@ -14,7 +14,7 @@ import json
 import re
 from typing import Any
 
-from xent.migration.ipython import PYTHON_CELL_MAGICS, cell_magic, mask, restore
+from xent.migration.ipython import PYTHON_CELL_MAGICS, MagicLost, cell_magic, mask, restore
 from xent.migration.report import Finding, unified_diff
 from xent.migration.source import Migrated, SourceError, migrate_source
 
@@ -69,7 +69,11 @@ def migrate_notebook(data: bytes, target: str, label: str) -> tuple[bytes, list[
     findings = [_in_cell(f, starts) for f in result.findings]
     if not result.changed:
         return data, findings, ""
-    if set(_split(result, magics)) != set(chosen):
+    try:
+        mapped = set(_split(result, magics)) == set(chosen)
+    except MagicLost:
+        mapped = False
+    if not mapped:
         raise NotebookError(1, "the migrated code no longer maps onto the cells; "
                                "migrate this notebook by hand")
     diff = _diffs(cells, result, magics, label)

@@ -46,6 +46,7 @@ RENAMES = {"log": "math.log"}
 #: keyword renames of TF1 functions, checked against the signature's positional slots
 _REDUCE_KEYWORDS = {"reduction_indices": ("axis", 1, "reduction-indices"),
                     "keep_dims": ("keepdims", 2, "keep-dims")}
+_ITERATORS = frozenset({"make_one_shot_iterator", "make_initializable_iterator"})
 _XENT_NAME = {"dense": "softmax_cross_entropy_with_logits",
               "v2": "softmax_cross_entropy_with_logits",
               "sparse": "sparse_softmax_cross_entropy_with_logits"}
@@ -159,7 +160,7 @@ class Rules:
              line: int, discarded: bool = False) -> cst.BaseExpression:
         api = names.tf_api(qualname)
         if api is None:
-            return call
+            return self._iterator(call, qualname, line)
         namespace, path = api
         if path in CROSS_ENTROPY:
             return self._cross_entropy(original, call, qualname or "", namespace, path, line)
@@ -173,6 +174,23 @@ class Rules:
         if path in self.ctx.tables.changed and namespace == "tf":
             return self._changed(original, call, qualname or "", path, line)
         return call
+
+    def _iterator(self, call: cst.Call, qualname: str | None,
+                  line: int) -> cst.BaseExpression:
+        """``dataset.make_one_shot_iterator()``, a method TF2's datasets lack ->
+        ``tf.compat.v1.data.make_one_shot_iterator(dataset)``, the same iterator."""
+        func = call.func
+        if qualname is not None or not isinstance(func, cst.Attribute) or (
+                func.attr.value not in _ITERATORS):
+            return call
+        new = self.ctx.tf("v1", f"compat.v1.data.{func.attr.value}")
+        if new is None:
+            return call
+        self.ctx.add(line, "compat-v1", f".{func.attr.value}() -> tf.compat.v1.data."
+                     f"{func.attr.value}(dataset): TF2's datasets have no such method")
+        return call.with_changes(func=new, args=[
+            cst.Arg(func.value, comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+            if call.args else cst.Arg(func.value), *call.args])
 
     def _changed(self, original: cst.Call, call: cst.Call, qualname: str, path: str,
                  line: int) -> cst.BaseExpression:

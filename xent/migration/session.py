@@ -294,6 +294,6 @@ def plan_sessions(wrapper: cst.MetadataWrapper) -> SessionPlan:
     wrapper.visit(found)
     if found.session_names:
         wrapper.visit(_SessionUses(plan, found))
-    if plan.has_sessions and not plan.blockers and not plan.targets_v1:
+    if plan.has_sessions and not plan.targets_v1:  # every reason is reported
         wrapper.visit(_Fetches(plan, found.evals))
     return plan
