@@ -379,8 +379,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.corpus}: not a directory", file=sys.stderr)
         return 2
     files = _files(args.corpus)[: args.limit]
-    with Pool(args.jobs) as pool:
-        results = pool.map(measure, files, chunksize=4)
+    results = []
+    started = time.perf_counter()
+    with Pool(args.jobs, maxtasksperchild=200) as pool:
+        for result in pool.imap_unordered(measure, files, chunksize=2):
+            results.append(result)
+            if len(results) % 50 == 0:
+                print(f"{len(results)}/{len(files)} files, "
+                      f"{time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    results.sort(key=lambda r: str(r["path"]))
     for result in results:
         result["path"] = os.path.relpath(str(result["path"]), args.corpus)
     if args.json:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 #: TF2 modules whose content TensorFlow loads lazily from Keras: not checked, not renamed
 _LAZY = ("keras", "compat.v1.keras", "estimator", "compat.v1.estimator")
-_IMPORT = re.compile(r"^from tensorflow\.\S+ import (\w+)(?: as (\w+))?", re.MULTILINE)
+_IMPORT = re.compile(r"^from (tensorflow\.\S+) import (\w+)(?: as (\w+))?", re.MULTILINE)
 _SETATTR = re.compile(r"setattr\(_current_module, \"(\w+)\"|_current_module\.([\w.]+) = ")
 
 
@@ -106,11 +106,13 @@ def _strings(tree: ast.AST, name: str) -> set[str]:
         e.value, str)}
 
 
-def api_names(root: Path) -> set[str]:
-    """Every path (after ``tf.``) the installed TensorFlow's generated API files define:
-    ``math.log``, ``compat.v1.placeholder``... (lazily loaded Keras modules left out)."""
+def api_names(root: Path) -> dict[str, str]:
+    """Every path (after ``tf.``) the installed TensorFlow's generated API files define
+    (``math.log``, ``compat.v1.placeholder``...) -> where it is imported from
+    (``tensorflow.python.ops.gen_math_ops.log``; "" for a module or an unknown source).
+    Two paths with one source are one function. Lazily loaded Keras modules left out."""
     base = root / "_api" / "v2"
-    found: set[str] = set()
+    found: dict[str, str] = {}
     files = [(init, ".".join(init.parent.relative_to(base).parts))
              for init in base.rglob("__init__.py")]
     files.append((root / "__init__.py", ""))  # the root namespace
@@ -118,15 +120,17 @@ def api_names(root: Path) -> set[str]:
         text = init.read_text(encoding="utf-8", errors="replace")
         head = f"{module}." if module else ""
         if module:
-            found.add(module)
+            found.setdefault(module, "")
         for match in _IMPORT.finditer(text):
-            found.add(head + (match.group(2) or match.group(1)))
+            source = "" if match.group(1).startswith("tensorflow._api") else (
+                f"{match.group(1)}.{match.group(2)}")
+            found[head + (match.group(3) or match.group(2))] = source
         for match in _SETATTR.finditer(text):
-            found.add(head + (match.group(1) or match.group(2)))
+            found.setdefault(head + (match.group(1) or match.group(2)), "")
     return found
 
 
-def exists(path: str, api: set[str]) -> bool:
+def exists(path: str, api: dict[str, str]) -> bool:
     """Whether ``tf.<path>`` is in the installed API (lazily loaded Keras: assumed)."""
     if any(path == m or path.startswith(m + ".") for m in _LAZY):
         return True
@@ -166,10 +170,15 @@ def _strip(name: str) -> str | None:
     return name[3:] if name.startswith("tf.") else None
 
 
+def _same(first: str, second: str, api: dict[str, str]) -> bool:
+    """Whether two API paths are imported from one place: one function."""
+    return bool(api.get(first)) and api.get(first) == api.get(second)
+
+
 def _build(generated: dict[str, object], manual: dict[str, object],
            reorders: dict[str, object], keyword_renames: dict[str, object],
            transformers: dict[str, object], reordered: set[str],
-           removed: dict[str, object], api: set[str]) -> Tables:
+           removed: dict[str, object], api: dict[str, str]) -> Tables:
     changed: dict[str, int | None] = {}
     for name, order in reorders.items():
         path = _strip(name)
@@ -192,7 +201,8 @@ def _build(generated: dict[str, object], manual: dict[str, object],
                                                                           "keras.")):
             continue
         new = _strip(target)
-        same_function = name in generated and name not in manual and path not in changed
+        same_function = (name in generated and name not in manual and path not in changed
+                         and new is not None and _same(f"compat.v1.{path}", new, api))
         if new is None or not (new.startswith("compat.v1.") or same_function):
             new = "compat.v1." + path  # TF1's own function
         if exists(new, api):
