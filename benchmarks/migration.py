@@ -189,6 +189,14 @@ def missing_names(tree: ast.AST, aliases: dict[str, str]) -> set[str]:
     return found
 
 
+def _namespace(name: str) -> tuple[str, str] | None:
+    for prefix, namespace in (("tensorflow.compat.v1.", "v1"), ("tensorflow.compat.v2.", "v2"),
+                              ("tensorflow.", "tf"), ("xent.", "xent")):
+        if name.startswith(prefix):
+            return namespace, name[len(prefix):]
+    return None
+
+
 def ce_calls(tree: ast.AST, aliases: dict[str, str]) -> list[dict[str, object]]:
     """The cross-entropy calls, in source order, with what they mean."""
     parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
@@ -199,13 +207,10 @@ def ce_calls(tree: ast.AST, aliases: dict[str, str]) -> list[dict[str, object]]:
         name = qualified(node.func, aliases)
         if name is None:
             continue
-        for prefix, namespace in (("tensorflow.compat.v1.", "v1"), ("tensorflow.compat.v2.",
-                                  "v2"), ("tensorflow.", "tf"), ("xent.", "xent")):
-            if name.startswith(prefix):
-                path = name[len(prefix):]
-                break
-        else:
+        found = _namespace(name)
+        if found is None:
             continue
+        namespace, path = found
         kind = _CE.get(path)
         if kind is None or (namespace == "xent") != kind.startswith("xent"):
             continue

@@ -17,7 +17,9 @@ place (or from a loop or a function) keeps the file graph code.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import libcst as cst
 from libcst.metadata import Assignment, ParentNodeProvider, ScopeProvider
@@ -25,6 +27,8 @@ from libcst.metadata import Assignment, ParentNodeProvider, ScopeProvider
 from xent.migration import names
 from xent.migration.arguments import source_text
 from xent.migration.upgrade_tables import load
+
+_T = TypeVar("_T")
 
 #: TensorFlow functions (paths after ``tf.``, any namespace) that return one tensor and
 #: hold no state
@@ -117,7 +121,8 @@ class FetchReader:
                 return tensor
         return Fetch("unknown", reason=f"`{source_text(node)}` is not provably a tensor")
 
-    def _through(self, name: cst.Name, read):  # type: ignore[no-untyped-def]
+    def _through(self, name: cst.Name, read: Callable[[cst.BaseExpression], _T]
+                 ) -> _T | None:
         """``read`` of the value ``name`` was assigned, or None."""
         if name in self._resolving:
             return None
