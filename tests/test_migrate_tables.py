@@ -42,8 +42,27 @@ def test_long_tail_names_from_the_tables() -> None:
     assert 'w = tf.compat.v1.summary.FileWriter("logs")' in after
     assert "f = tf.compat.v1.app.flags.FLAGS" in after
     assert 'g = tf.compat.v1.gfile.Exists("x")' in after  # hand-written rename: TF1's own
-    assert "h = tf.compat.v1.nn.rnn_cell.BasicLSTMCell(4)" in after
     assert "2: rename: tf.random_normal -> tf.random.normal (the same function)" in report
+    if importlib.util.find_spec("tf_keras") is None:  # Keras 3: TF1's cells raise
+        assert "h = tf.nn.rnn_cell.BasicLSTMCell(4)" in after
+        assert "7: manual: the installed TensorFlow has no tf.nn.rnn_cell, nor " \
+               "tf.compat.v1.nn.rnn_cell: port it by hand" in report
+    else:
+        assert "h = tf.compat.v1.nn.rnn_cell.BasicLSTMCell(4)" in after
+
+
+def test_names_tensorflow_2_lacks_entirely_are_reported() -> None:
+    after, report = migrate("""\
+        import tensorflow as tf
+        a = tf.contrib.layers.xavier_initializer()
+        b = tf.mul(x, tf.neg(y))
+        c = tf.float32.as_numpy_dtype
+        """)
+    assert "b = tf.math.multiply(x, tf.math.negative(y))" in after
+    if HAS_TF:
+        assert [r for r in report if "manual" in r] == [
+            "2: manual: the installed TensorFlow has no tf.contrib, nor tf.compat.v1.contrib: "
+            "port it by hand"]
 
 
 @needs_tf

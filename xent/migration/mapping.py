@@ -213,8 +213,11 @@ ROWS: tuple[Row, ...] = (
         "eager: `sess.run(t)` -> `t.numpy()`",
         "none: `tf.compat.v1.Session` keeps graph code running",
         "eager: xent calls on eager tensors return eager tensors",
-        "TF2 runs eagerly: `sess.run(t)` -> `t.numpy()` (lists too), the Session goes. "
-        "`feed_dict`, placeholders and variable initialisers have no mechanical "
+        "TF2 runs eagerly: `sess.run(t)` and `t.eval()` -> `t.numpy()`, the Session goes, "
+        "only where that provably computes the same: every fetch a tensor or a structure "
+        "of tensors (kept: lists, tuples, dicts, also held in a name), no random value "
+        "fetched twice. Operations (`tf.group`, train ops, initialisers), variables, "
+        "`feed_dict`, placeholders, queues, readers and iterators have no mechanical "
         "equivalent: such code stays TF1 graph code through `tf.compat.v1`.",
         {},
         "session",

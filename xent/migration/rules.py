@@ -27,7 +27,7 @@ from xent.migration.arguments import (
 )
 from xent.migration.mapping import COMPAT_V1
 from xent.migration.report import Finding
-from xent.migration.upgrade_tables import Tables
+from xent.migration.upgrade_tables import Tables, gone
 
 CROSS_ENTROPY = {
     "nn.softmax_cross_entropy_with_logits": "dense",
@@ -42,7 +42,9 @@ REDUCE = frozenset(
     f"{prefix}reduce_{op}" for prefix in ("", "math.")
     for op in ("sum", "mean", "max", "min", "prod", "all", "any", "logsumexp")
 )
-RENAMES = {"log": "math.log"}
+RENAMES = {"log": "math.log",
+           # TensorFlow < 1.0 aliases of the same functions (TF 0.12 deprecated them)
+           "mul": "math.multiply", "sub": "math.subtract", "neg": "math.negative"}
 #: keyword renames of TF1 functions, checked against the signature's positional slots
 _REDUCE_KEYWORDS = {"reduction_indices": ("axis", 1, "reduction-indices"),
                     "keep_dims": ("keepdims", 2, "keep-dims")}
@@ -106,7 +108,8 @@ class Rules:
             new = names.spell(names.in_namespace("tf", RENAMES[path]), self.ctx.aliases,
                               node, qualname)
             if new is not None:
-                self.ctx.add(line, "math-log", f"tf.{path} -> tf.{RENAMES[path]}")
+                self.ctx.add(line, "math-log" if path == "log" else "rename",
+                             f"tf.{path} -> tf.{RENAMES[path]}")
                 return new
         elif path == "nn.softmax_cross_entropy_with_logits_v2" and not called:
             new = self._plain_v2(node, qualname, "tf", line)
@@ -120,6 +123,9 @@ class Rules:
             return self._renamed(node, qualname, path, self.ctx.tables.renames[path], line)
         elif path in COMPAT_V1 and not self.ctx.tables:
             return self._renamed(node, qualname, path, "compat.v1." + path, line)
+        elif self.ctx.tables and gone(path, self.ctx.tables.api) == path:
+            self.ctx.add(line, "manual", f"the installed TensorFlow has no tf.{path}, nor "
+                         f"tf.compat.v1.{path}: port it by hand", "review")
         return node
 
     def _renamed(self, node: cst.Attribute, qualname: str, path: str, target: str,

@@ -32,6 +32,7 @@ from pathlib import Path
 
 #: TF2 modules whose content TensorFlow loads lazily from Keras: not checked, not renamed
 _LAZY = ("keras", "compat.v1.keras", "estimator", "compat.v1.estimator")
+_KERAS_V1 = ("compat.v1.layers", "layers", "compat.v1.nn.rnn_cell", "nn.rnn_cell")
 _IMPORT = re.compile(r"^from (tensorflow\.\S+) import (\w+)(?: as (\w+))?", re.MULTILINE)
 _SETATTR = re.compile(r"setattr\(_current_module, \"(\w+)\"|_current_module\.([\w.]+) = ")
 
@@ -49,6 +50,11 @@ class Tables:
     keywords: dict[str, frozenset[str]] = field(default_factory=dict)
     #: module prefixes TF2 removed (``contrib``, ``app.flags``...), for the report
     removed_modules: frozenset[str] = frozenset()
+    #: TF1 paths the tables rename to something the installed TensorFlow lacks
+    #: (``layers.dense``: Keras 3 dropped ``tf.compat.v1.layers``), for the report
+    missing: frozenset[str] = frozenset()
+    #: the installed API: path -> where it is imported from ("" for a module)
+    api: dict[str, str] = field(default_factory=dict)
     #: why the tables are empty, or ""
     note: str = ""
 
@@ -124,16 +130,41 @@ def api_names(root: Path) -> dict[str, str]:
             source = "" if match.group(1).startswith("tensorflow._api") else (
                 f"{match.group(1)}.{match.group(2)}")
             found[head + (match.group(3) or match.group(2))] = source
-        for match in _SETATTR.finditer(text):
-            found.setdefault(head + (match.group(1) or match.group(2)), "")
+        for match in _SETATTR.finditer(text):  # set at import time: not looked into
+            found.setdefault(head + (match.group(1) or match.group(2)), "?")
     return found
 
 
 def exists(path: str, api: dict[str, str]) -> bool:
-    """Whether ``tf.<path>`` is in the installed API (lazily loaded Keras: assumed)."""
+    """Whether ``tf.<path>`` is in the installed API. Lazily loaded Keras: assumed; the
+    TF1 layers and RNN cells TensorFlow loads from Keras only with ``tf_keras`` (with
+    Keras 3 they raise)."""
+    if any(path == m or path.startswith(m + ".") for m in _KERAS_V1):
+        return _has_tf_keras()
     if any(path == m or path.startswith(m + ".") for m in _LAZY):
         return True
     return path in api
+
+
+def _has_tf_keras() -> bool:
+    try:
+        return importlib.util.find_spec("tf_keras") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def gone(path: str, api: dict[str, str]) -> str | None:
+    """The shortest prefix of ``tf.<path>`` that neither TF2 nor its ``tf.compat.v1``
+    has (``layers`` of ``layers.dense``), or None; only modules are looked into."""
+    parts = path.split(".")
+    for end in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:end])
+        if not exists(prefix, api) and not exists("compat.v1." + prefix, api):
+            return prefix
+        here = api.get(prefix, api.get("compat.v1." + prefix))
+        if here != "":  # a function, a class, or a lazily loaded module: not looked into
+            return None
+    return None
 
 
 @functools.lru_cache(maxsize=1)
@@ -194,6 +225,7 @@ def _build(generated: dict[str, object], manual: dict[str, object],
                 for name, value in keyword_renames.items()
                 if (path := _strip(name)) is not None and isinstance(value, dict)}
     renames: dict[str, str] = {}
+    missing: set[str] = set()
     for name, target in {**generated, **manual}.items():
         path = _strip(name)
         if path is None or not isinstance(target, str) or path.startswith(("contrib.",
@@ -206,9 +238,11 @@ def _build(generated: dict[str, object], manual: dict[str, object],
             new = "compat.v1." + path  # TF1's own function
         if exists(new, api):
             renames[path] = new
+        else:
+            missing.add(path)
     modules = frozenset(p for name in removed if (p := _strip(name)) is not None)
     for path in modules:  # removed modules TF1's compat.v1 still has (``tf.flags``)
         if not path.startswith("contrib") and exists("compat.v1." + path, api):
             renames.setdefault(path, "compat.v1." + path)
     return Tables(renames=renames, changed=changed, keywords=keywords,
-                  removed_modules=modules)
+                  removed_modules=modules, missing=frozenset(missing), api=api)
