@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,6 +194,16 @@ PROGRAMS: dict[str, tuple[str, bool, str]] = {
 }
 
 
+#: real TF1 code (tests/fixtures/migrate/corpus, sources in SOURCES.md)
+CORPUS = Path(__file__).parent / "fixtures" / "migrate" / "corpus"
+PROGRAMS.update({
+    "aymericdamien_helloworld": ((CORPUS / "aymericdamien_helloworld.py").read_text(), True,
+                                 "equal"),
+    "aymericdamien_basic_operations": (
+        (CORPUS / "aymericdamien_basic_operations.py").read_text(), False, "equal"),
+})
+
+
 def _tf1(code: str) -> str:
     """The original as TF1 ran it: ``tensorflow`` is ``tensorflow.compat.v1``."""
     return code.replace("import tensorflow as tf\n", "import tensorflow.compat.v1 as tf\n")
@@ -310,6 +321,17 @@ def test_compat_v1_and_library_code_gets_no_process_wide_switch(migrated) -> Non
     assert "disable_eager_execution" not in str(library.after)
     assert "tf.compat.v1.get_variable" in str(library.after)
     assert any("opens no Session" in f.note for f in library.findings)
+
+
+@pytest.mark.parametrize("path", sorted(CORPUS.glob("*.py")), ids=lambda p: p.name)
+def test_real_code_migrates_idempotently(path: Path) -> None:
+    once = migrate_source(path.read_bytes()).after
+    assert migrate_source(once).after == once
+
+
+def test_compat_v1_real_code_is_left_as_it_is() -> None:
+    code = (CORPUS / "t2t_metrics_excerpt.py").read_bytes()
+    assert migrate_source(code).after == code  # tf.losses there is compat.v1's
 
 
 def test_loss_collection_calls_stay_tf1_losses(migrated) -> None:
