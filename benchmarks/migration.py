@@ -386,9 +386,13 @@ def main(argv: list[str] | None = None) -> int:
     files = _files(args.corpus)[: args.limit]
     results = []
     started = time.perf_counter()
+    partial = open(args.json.with_suffix(".partial.jsonl"), "w") if args.json else None
     with Pool(args.jobs, maxtasksperchild=200) as pool:
-        for result in pool.imap_unordered(measure, files, chunksize=2):
+        for result in pool.imap_unordered(measure, files, chunksize=1):
             results.append(result)
+            if partial is not None:  # what a long run has measured so far
+                partial.write(json.dumps(result) + "\n")
+                partial.flush()
             if len(results) % 50 == 0:
                 print(f"{len(results)}/{len(files)} files, "
                       f"{time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
