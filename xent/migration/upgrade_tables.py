@@ -10,8 +10,9 @@ takes several seconds.
 What xent takes from them keeps the meaning, provably:
 
 - a rename to ``tf.compat.v1.X`` (TF1's own function, still shipped by TF2);
-- a rename generated from the API (the TF1 name and its TF2 name are endpoints of one
-  function) whose arguments did not change;
+- a rename generated from the API whose arguments did not change, where the wheel's
+  generated API files import the TF1 name and the TF2 name from one place (one function;
+  ``tests/test_migrate_tables.py`` checks it against the imported TensorFlow);
 - every other TF1-only name (hand-written renames, changed arguments) goes to
   ``tf.compat.v1.<the same name>``, TF1's function, never to a TF2 function whose
   arguments mean something else.
