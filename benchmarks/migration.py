@@ -164,6 +164,15 @@ def qualified(node: ast.AST, aliases: dict[str, str]) -> str | None:
     return aliases[head] + ("." + rest if rest else "")
 
 
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError, AttributeError):
+        return False
+
+
 def missing_names(tree: ast.AST, aliases: dict[str, str]) -> set[str]:
     """``tf.*`` names (longest chains through modules) the installed TensorFlow lacks."""
     import tensorflow as tf
@@ -176,6 +185,8 @@ def missing_names(tree: ast.AST, aliases: dict[str, str]) -> set[str]:
             if name is not None and name.startswith("tensorflow."):
                 chains.add(name)
     for chain in chains:
+        if _importable(chain):  # tensorflow.python.ops...: a module, not an attribute
+            continue
         obj: object = tf
         parts = chain.split(".")[1:]
         for index, part in enumerate(parts):
