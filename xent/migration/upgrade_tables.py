@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 #: TF2 modules whose content TensorFlow loads lazily from Keras: not checked, not renamed
-_LAZY = ("keras", "compat.v1.keras", "estimator", "compat.v1.estimator")
+_LAZY = ("keras", "compat.v1.keras")
+_ESTIMATOR = ("estimator", "compat.v1.estimator")
 _KERAS_V1 = ("compat.v1.layers", "layers", "compat.v1.nn.rnn_cell", "nn.rnn_cell")
 _IMPORT = re.compile(r"^from (tensorflow\.\S+) import (\w+)(?: as (\w+))?", re.MULTILINE)
 _SETATTR = re.compile(r"setattr\(_current_module, \"(\w+)\"|_current_module\.([\w.]+) = ")
@@ -141,15 +142,17 @@ def exists(path: str, api: dict[str, str]) -> bool:
     TF1 layers and RNN cells TensorFlow loads from Keras only with ``tf_keras`` (with
     Keras 3 they raise)."""
     if any(path == m or path.startswith(m + ".") for m in _KERAS_V1):
-        return _has_tf_keras()
+        return _installed("tf_keras")
+    if any(path == m or path.startswith(m + ".") for m in _ESTIMATOR):
+        return _installed("tensorflow_estimator")  # gone from TF 2.16 on
     if any(path == m or path.startswith(m + ".") for m in _LAZY):
         return True
     return path in api
 
 
-def _has_tf_keras() -> bool:
+def _installed(package: str) -> bool:
     try:
-        return importlib.util.find_spec("tf_keras") is not None
+        return importlib.util.find_spec(package) is not None
     except (ImportError, ValueError):
         return False
 
