@@ -351,7 +351,7 @@ def _compare_ce(before: ast.AST | None, before_aliases: dict[str, str], after: a
 def summarize(results: list[dict[str, object]]) -> str:
     rows = [("files", lambda e: 1), ("crashes", lambda e: e["status"] == "crash"),
             ("corrupted files (no longer parse)", lambda e: e["corrupted"]),
-            ("  of which emptied", lambda e: e["emptied"]),
+            ("emptied files (the input replaced by nothing)", lambda e: e["emptied"]),
             ("false refusals (the file parses)", lambda e: e["false_refusal"]),
             ("non-idempotent files", lambda e: not e.get("idempotent", True))]
     lines = ["| | " + " | ".join(f"`{t}`" for t in TOOLS) + " |",
