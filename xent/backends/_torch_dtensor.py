@@ -8,10 +8,9 @@ sharded like the rows, ``softmax`` / ``log_softmax`` placed like the logits.
 
 The options are composed per shard by ``xent._options``, the code every backend runs, with
 :class:`ShardOps`: its loss kernels are the sharded ones, ``one_hot`` and the class weights
-know this rank's classes, smoothing uses the global ``C``. Reductions (``sum``, ``mean``)
-stay pending sums (``Partial``) over a sharded batch, reduced when read;
-``weighted_mean`` (and ``mean`` with ``ignore_index``) reduce their numerator and
-denominator in one all-reduce.
+know this rank's classes, smoothing uses the global ``C``. Reductions are replicated: over
+a sharded batch they add one all-reduce (``weighted_mean``, and ``mean`` with
+``ignore_index``: of the sum and the denominator together).
 
 Labels may be DTensors (redistributed to the logits' placements: free when placed alike or
 replicated), plain torch tensors of the global labels, or NumPy; options likewise. A sparse
@@ -143,7 +142,7 @@ class DTensorBackend(TorchArrayOps, Backend):
             raise TypeError(
                 "dtensor: framework-neutral input has no device mesh; make the logits a "
                 "DTensor (torch.distributed.tensor.distribute_tensor) or use the torch backend")
-        tensor = _TORCH.asarray(value, like=like.to_local(), dtype=dtype)
+        tensor = _TORCH.asarray(value, like=like, dtype=dtype)  # on like's (local) device
         return DTensor.from_local(tensor, like.device_mesh,
                                   [Replicate()] * like.device_mesh.ndim, run_check=False)
 
@@ -244,8 +243,12 @@ class DTensorBackend(TorchArrayOps, Backend):
         return Block.replicated(mesh, ()).wrap((t / d).to(like.dtype))
 
     def reduce(self, loss: DTensor, reduction: str) -> DTensor:
-        """``sum`` or ``mean``: a pending sum (``Partial``) over a sharded batch."""
+        """``sum`` or ``mean``, replicated: a sharded batch's pending sum is reduced here
+        (``float()`` of a ``Partial`` DTensor would read this rank's part)."""
         total = loss.sum(dtype=torch.float32) if loss.dtype in _HALF else loss.sum()
+        whole = (Replicate(),) * total.device_mesh.ndim
+        if tuple(total.placements) != whole:
+            total = total.redistribute(total.device_mesh, whole)
         if reduction == "mean":
             total = total / loss.numel()
         return total.to(loss.dtype)

@@ -82,13 +82,13 @@ class Block:
                                   shape=torch.Size(self.shape), stride=stride)
 
 
-def plain(x: DTensor, axis: int | None = None) -> DTensor:
+def plain(x: DTensor, axis: int = -1) -> DTensor:
     """``x`` with only ``Shard`` and ``Replicate`` placements: pending sums (``Partial``) are
-    reduce-scattered over ``axis`` (else replicated), other shardings made plain."""
+    reduce-scattered over ``axis``, other shardings made plain ``Shard``."""
     placements = tuple(
         p if p.is_replicate() or type(p) is Shard
         else Shard(p.dim) if p.is_shard()  # type: ignore[attr-defined]
-        else Replicate() if axis is None else Shard(axis)
+        else Shard(axis % x.ndim) if x.ndim else Replicate()
         for p in x.placements)
     if placements == tuple(x.placements):
         return x

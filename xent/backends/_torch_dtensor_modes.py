@@ -135,7 +135,14 @@ def pool(world: int = 2) -> Pool:
     return _pools[world]
 
 
+def close_pool(world: int) -> None:
+    """Stop the pool of ``world`` ranks, if started."""
+    if world in _pools:
+        _pools.pop(world).close()
+
+
 def close() -> None:
+    """Stop every pool."""
     while _pools:
         _pools.popitem()[1].close()
 
