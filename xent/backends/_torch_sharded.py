@@ -49,20 +49,26 @@ def all_reduce(x: torch.Tensor, op: str, groups: Groups) -> torch.Tensor:
 
 
 # -- the steps ---------------------------------------------------------------------------------
-def row_max(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """This block's row maximum, keeping ``dim``; NaN counts as ``+inf``; ``-inf`` for a
-    block without classes."""
+def row_max(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """This block's row maximum (NaN counts as ``+inf``; ``-inf`` for a block without
+    classes) and where it is, keeping ``dim``."""
     if x.shape[dim] == 0:
-        return x.new_full(x.shape[:dim] + (1,) + x.shape[dim + 1 :], -_INF)
-    return x.amax(dim, keepdim=True).nan_to_num(nan=_INF, posinf=_INF, neginf=-_INF)
+        shape = x.shape[:dim] + (1,) + x.shape[dim + 1 :]
+        return x.new_full(shape, -_INF), x.new_zeros(shape, dtype=torch.long)
+    top, at = x.max(dim, keepdim=True)
+    return top.nan_to_num(nan=_INF, posinf=_INF, neginf=-_INF), at
 
 
-def rest(x: torch.Tensor, dim: int, top: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(r, t)`` of this block: ``sum exp(x - M)`` without the terms where ``x = M``, and
-    the number of those terms."""
-    at_top = x == top
-    r = (x - top).exp_().masked_fill_(at_top, 0.0).sum(dim)
-    return r, at_top.sum(dim, dtype=r.dtype)
+def rest(x: torch.Tensor, dim: int, top: torch.Tensor, mine: torch.Tensor,
+         at: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(r, k)`` of this block: ``sum exp(x - M)`` without the term of its own maximum where
+    that is the row's maximum ``M`` (``mine``: this block's maximum), and whether it was
+    left out (the ranks' ``k`` sum to the number of terms left out)."""
+    held = mine == top
+    e = (x - top).exp_()
+    if e.shape[dim]:
+        e.scatter_(dim, at, torch.where(held, 0.0, e.gather(dim, at)))
+    return e.sum(dim), held.squeeze(dim).to(e.dtype)
 
 
 def label_term(y: torch.Tensor, x: torch.Tensor, dim: int,
@@ -70,7 +76,7 @@ def label_term(y: torch.Tensor, x: torch.Tensor, dim: int,
     """``(b, n)`` of this block: ``sum y (M - x)`` and ``sum y``. ``nansum`` drops the
     ``0 * inf`` of a zero label at a ``-inf`` logit (exactly 0); a row whose ``M`` is not
     finite is NaN anyway, and NaN labels make ``n`` NaN."""
-    return (y * (top - x)).nansum(dim), y.sum(dim)
+    return (top - x).mul_(y).nansum(dim), y.sum(dim)
 
 
 def picked_term(labels: torch.Tensor, x: torch.Tensor, dim: int, top: torch.Tensor,
@@ -87,8 +93,9 @@ def picked_term(labels: torch.Tensor, x: torch.Tensor, dim: int, top: torch.Tens
 
 
 def log_norm(top: torch.Tensor, r: torch.Tensor, t: torch.Tensor, dim: int) -> torch.Tensor:
-    """``logsumexp - M = log1p(r + (t - 1))`` from the summed ``r`` and ``t`` (``t - 1`` is
-    an exact integer: the ties but one), keeping ``dim``; NaN where ``M`` is not finite."""
+    """``logsumexp - M = log1p(r + (t - 1))`` from the summed ``r`` and ``t``, the number of
+    terms ``exp(0) = 1`` left out of it (``t - 1``, an exact integer, puts back all but one),
+    keeping ``dim``; NaN where ``M`` is not finite."""
     return torch.log1p(r + (t - 1.0)).unsqueeze(dim) + (top - top)
 
 
@@ -100,8 +107,9 @@ class DenseLoss(torch.autograd.Function):
     def forward(ctx: Any, labels: torch.Tensor, logits: torch.Tensor, dim: int,
                 groups: Groups) -> torch.Tensor:
         x, y = _compute(logits), _compute(labels)
-        top = all_reduce(row_max(x, dim), "max", groups)                              # round 1
-        r, t = rest(x, dim, top)
+        mine, at = row_max(x, dim)
+        top = all_reduce(mine, "max", groups)                                         # round 1
+        r, t = rest(x, dim, top, mine, at)
         b, n = label_term(y, x, dim, top)
         r, t, b, n = all_reduce(torch.stack([r, t, b, n], -1), "sum", groups).unbind(-1)  # 2
         norm = log_norm(top, r, t, dim)
@@ -116,7 +124,8 @@ class DenseLoss(torch.autograd.Function):
         x, g = _compute(logits), _compute(grad).unsqueeze(ctx.dim)
         dy = dx = None
         if ctx.needs_input_grad[1]:  # softmax * sum(labels) - labels
-            dx = ((((x - top) - norm).exp() * n - _compute(labels)) * g).to(logits.dtype)
+            dx = (x - (top + norm)).exp_().mul_(n).sub_(_compute(labels)).mul_(g)
+            dx = dx.to(logits.dtype)
         if ctx.needs_input_grad[0]:  # lse - x (+inf at a masked class: its true value)
             dy = (((top - x) + norm) * g).to(labels.dtype)
         return dy, dx, None, None
@@ -130,8 +139,9 @@ class SparseLoss(torch.autograd.Function):
     def forward(ctx: Any, labels: torch.Tensor, logits: torch.Tensor, dim: int, first: int,
                 num_classes: int, groups: Groups) -> torch.Tensor:
         x = _compute(logits)
-        top = all_reduce(row_max(x, dim), "max", groups)                              # round 1
-        r, t = rest(x, dim, top)
+        mine, at = row_max(x, dim)
+        top = all_reduce(mine, "max", groups)                                         # round 1
+        r, t = rest(x, dim, top, mine, at)
         b, local, here = picked_term(labels, x, dim, top, first)
         r, t, b = all_reduce(torch.stack([r, t, b], -1), "sum", groups).unbind(-1)    # round 2
         norm = log_norm(top, r, t, dim)
@@ -146,10 +156,10 @@ class SparseLoss(torch.autograd.Function):
         logits, top, norm, local, here, bad = ctx.saved_tensors
         dim = ctx.dim
         g = _compute(grad).masked_fill(bad, 0.0).unsqueeze(dim)
-        dx = ((_compute(logits) - top) - norm).exp()
+        dx = (_compute(logits) - (top + norm)).exp_()
         if dx.shape[dim]:  # softmax - one_hot(label), where this block holds the label
             dx.scatter_add_(dim, local.unsqueeze(dim), -here.unsqueeze(dim).to(dx.dtype))
-        return None, (dx * g).to(logits.dtype), None, None, None, None
+        return None, dx.mul_(g).to(logits.dtype), None, None, None, None
 
 
 class LogSoftmax(torch.autograd.Function):
@@ -158,10 +168,11 @@ class LogSoftmax(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, logits: torch.Tensor, dim: int, groups: Groups) -> torch.Tensor:
         x = _compute(logits)
-        top = all_reduce(row_max(x, dim), "max", groups)                              # round 1
-        r, t = rest(x, dim, top)
+        mine, at = row_max(x, dim)
+        top = all_reduce(mine, "max", groups)                                         # round 1
+        r, t = rest(x, dim, top, mine, at)
         r, t = all_reduce(torch.stack([r, t], -1), "sum", groups).unbind(-1)          # round 2
-        out = (x - top) - log_norm(top, r, t, dim)
+        out = (x - top).sub_(log_norm(top, r, t, dim))
         ctx.dim, ctx.groups = dim, groups
         ctx.save_for_backward(out)
         return out.to(logits.dtype)
@@ -172,7 +183,7 @@ class LogSoftmax(torch.autograd.Function):
         (out,) = ctx.saved_tensors
         g = _compute(grad)
         total = all_reduce(g.sum(ctx.dim, keepdim=True), "sum", ctx.groups)
-        return (g - out.exp() * total).to(grad.dtype), None, None
+        return out.exp().mul_(-total).add_(g).to(grad.dtype), None, None
 
 
 class Softmax(torch.autograd.Function):
@@ -181,10 +192,11 @@ class Softmax(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, logits: torch.Tensor, dim: int, groups: Groups) -> torch.Tensor:
         x = _compute(logits)
-        top = all_reduce(row_max(x, dim), "max", groups)                              # round 1
-        r, t = rest(x, dim, top)
+        mine, at = row_max(x, dim)
+        top = all_reduce(mine, "max", groups)                                         # round 1
+        r, t = rest(x, dim, top, mine, at)
         r, t = all_reduce(torch.stack([r, t], -1), "sum", groups).unbind(-1)          # round 2
-        out = (x - top).exp() / (r + t).unsqueeze(dim) + (top - top)
+        out = (x - top).exp_().div_((r + t).unsqueeze(dim)).add_(top - top)
         ctx.dim, ctx.groups = dim, groups
         ctx.save_for_backward(out)
         return out.to(logits.dtype)
@@ -195,4 +207,4 @@ class Softmax(torch.autograd.Function):
         (out,) = ctx.saved_tensors
         g = _compute(grad)
         dot = all_reduce((g * out).sum(ctx.dim, keepdim=True), "sum", ctx.groups)
-        return (out * (g - dot)).to(grad.dtype), None, None
+        return (g - dot).mul_(out).to(grad.dtype), None, None
