@@ -5,7 +5,7 @@
 
 float32 logits ``[rows, classes]`` sharded on the class axis (``Shard(1)``: vocab-parallel)
 over a 1-D mesh of CPU ranks (gloo; worker processes with one thread each, from
-``xent.backends._torch_dtensor_modes``), against what torch offers:
+``xent.backends._torch_dtensor_pool``), against what torch offers:
 
 - sparse (class indices, ``mean``): xent vs ``loss_parallel()`` + ``F.cross_entropy``;
 - dense (probabilities, ``mean``): xent vs gathering the logits (``full_tensor()``) +
@@ -110,12 +110,12 @@ def on_rank(rows: int, classes: int, repeat: int) -> dict[str, Any]:
 
 def measure(ranks: int, rows: int, classes: int, repeat: int) -> dict[str, Any]:
     """The measurements on a group of ``ranks``: the slowest rank's time of each call."""
-    from xent.backends import _torch_dtensor_modes as modes
+    from xent.backends import _torch_dtensor_pool as pools
 
     try:
-        results = modes.pool(ranks).call(on_rank, rows, classes, repeat)
+        results = pools.pool(ranks).call(on_rank, rows, classes, repeat)
     finally:
-        modes.close_pool(ranks)
+        pools.close_pool(ranks)
     return {name: dict(results[0][name],
                        seconds=max(r[name]["seconds"] for r in results))
             for name in results[0]}

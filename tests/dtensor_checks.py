@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -19,7 +20,7 @@ from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distrib
 from torch.distributed.tensor.debug import CommDebugMode
 
 import xent
-from xent.backends._torch_dtensor_modes import mesh
+from xent.backends._torch_dtensor_pool import mesh
 
 dense = xent.softmax_cross_entropy_with_logits
 sparse = xent.sparse_softmax_cross_entropy_with_logits
@@ -264,10 +265,10 @@ def run(world: int, readme_code: str | None = None) -> Report:
     for name, (mesh_shape, placements, shape, axis) in (SETUPS_2 if world == 2
                                                          else SETUPS_4).items():
         m = mesh(mesh_shape)
-        report.guard(name, lambda: functions(report, m, placements, shape, axis, name))
-        report.guard(name, lambda: options(report, m, placements, shape, axis, name))
+        report.guard(name, partial(functions, report, m, placements, shape, axis, name))
+        report.guard(name, partial(options, report, m, placements, shape, axis, name))
         if len(shape) == 2 and shape[1] == 5:
-            report.guard(name, lambda: out_of_range(report, m, placements, name))
+            report.guard(name, partial(out_of_range, report, m, placements, name))
     if readme_code is not None:
-        report.guard("README example", lambda: readme(report, readme_code))
+        report.guard("README example", partial(readme, report, readme_code))
     return report

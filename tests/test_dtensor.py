@@ -1,6 +1,6 @@
 """The torch DTensor backend: sharded logits on gloo groups of 2 and 4 ranks.
 
-The ranks are worker processes (``xent.backends._torch_dtensor_modes.Pool``, forked from a
+The ranks are worker processes (``xent.backends._torch_dtensor_pool.Pool``, forked from a
 server that has imported torch): one group of 2 and one of 4 for this module. Each rank
 runs every check of ``dtensor_checks`` (the four functions, forward and backward, with
 labels in every form; the options and reductions; out-of-range labels; the README example)
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import xent
-from xent.backends import _torch_dtensor_modes as modes
+from xent.backends import _torch_dtensor_pool as pools
 from xent.conformance import cases, report, runner
 
 pytest.importorskip("torch.distributed.tensor", reason="the dtensor backend needs torch")
@@ -39,13 +39,13 @@ def readme_example() -> str:
 
 @pytest.fixture(scope="module")
 def two() -> list[checks.Report]:
-    return modes.pool(2).call(checks.run, 2, readme_example())
+    return pools.pool(2).call(checks.run, 2, readme_example())
 
 
 @pytest.fixture(scope="module")
 def four() -> list[checks.Report]:
-    reports = modes.pool(4).call(checks.run, 4)
-    modes.close_pool(4)  # its 4 processes are not needed again
+    reports = pools.pool(4).call(checks.run, 4)
+    pools.close_pool(4)  # its 4 processes are not needed again
     return reports
 
 
