@@ -43,13 +43,13 @@ def _inputs(mode: str, args: tuple[np.ndarray, ...]) -> list[Any]:
     """The NumPy ``args`` (the last is the logits) as this mode places them."""
     from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
-    from xent.backends._torch import _from_numpy
+    from xent import backends
 
     logits = args[-1]
     dim = logits.ndim - 1 if mode == "last" else 0
     out = []
     for a in args:
-        t = _from_numpy(a.copy())
+        t = backends.get("torch").asarray(a.copy())
         if a.shape == logits.shape and a is not logits and mode == "first":
             out.append(t)  # plain global labels
         elif a.shape == logits.shape and logits.ndim:

@@ -6,17 +6,19 @@ of every row it computes; ``groups`` are the mesh dimensions that split the clas
 all-reduce per dimension and round; none at all when the class axis is whole). Per row:
 
     round 1   M = max_c x_c                                  all-reduce MAX of [rows]
-    local     r = sum_{x_c != M} exp(x_c - M)   t = #{c : x_c = M}
+    local     r = sum_c exp(x_c - M), without this block's own maximum's term where that
+                  maximum is M;  k = 1 where it was left out, else 0
               b = sum_c y_c (M - x_c)  (>= 0; 0 where y_c = 0)   n = sum_c y_c
-    round 2   (r, t, b, n) summed                             one all-reduce SUM of [rows, 4]
-    loss      b + log1p(r + (t - 1)) n
+    round 2   (r, k, b, n) summed                             one all-reduce SUM of [rows, 4]
+    loss      b + log1p(r + (k - 1)) n
 
-``r`` leaves out the maximum's own ``exp(0) = 1`` (``t - 1`` puts back the other ties,
-exactly), so ``log1p`` adds it once: the NumPy reference's ``(m - x_c) + log1p(s')``
-(``_numpy_kernels``, ``_dask_kernels``), a sum of non-negative terms, accurate to a few eps
-relative however the classes are split. A NaN logit counts as ``+inf`` for the maximum, so a
-row with a NaN or ``+inf`` logit, or with every logit ``-inf``, is NaN on every rank
-(``M - M``); no rank ever raises between collectives.
+Each block holding the maximum leaves its ``exp(0) = 1`` out of ``r``, and ``k - 1`` (an
+exact integer) puts back all of them but one, so ``log1p`` adds that one: the NumPy
+reference's ``(m - x_c) + log1p(s')`` (``_numpy_kernels``, ``_dask_kernels``), a sum of
+non-negative terms, accurate to a few eps relative however the classes are split. A NaN
+logit counts as ``+inf`` for the maximum, so a row with a NaN or ``+inf`` logit, or with
+every logit ``-inf``, is NaN on every rank (``M - M``); no rank ever raises between
+collectives.
 
 Gradients use only what the forward pass saved on this rank (its logits and labels, and the
 row's ``M`` and ``log1p(...)``): ``d/dx = g (softmax n - y)``, ``d/dy = g (lse - x)`` for
@@ -92,11 +94,11 @@ def picked_term(labels: torch.Tensor, x: torch.Tensor, dim: int, top: torch.Tens
     return torch.where(here, top.squeeze(dim) - picked, 0.0), local, here
 
 
-def log_norm(top: torch.Tensor, r: torch.Tensor, t: torch.Tensor, dim: int) -> torch.Tensor:
-    """``logsumexp - M = log1p(r + (t - 1))`` from the summed ``r`` and ``t``, the number of
-    terms ``exp(0) = 1`` left out of it (``t - 1``, an exact integer, puts back all but one),
-    keeping ``dim``; NaN where ``M`` is not finite."""
-    return torch.log1p(r + (t - 1.0)).unsqueeze(dim) + (top - top)
+def log_norm(top: torch.Tensor, r: torch.Tensor, k: torch.Tensor, dim: int) -> torch.Tensor:
+    """``logsumexp - M = log1p(r + (k - 1))`` from the summed ``r`` and ``k``, the number of
+    terms ``exp(0) = 1`` left out of ``r`` (``k - 1``, an exact integer, puts back all but
+    one), keeping ``dim``; NaN where ``M`` is not finite."""
+    return torch.log1p(r + (k - 1.0)).unsqueeze(dim) + (top - top)
 
 
 # -- one autograd node per function ----------------------------------------------------------
@@ -109,10 +111,10 @@ class DenseLoss(torch.autograd.Function):
         x, y = _compute(logits), _compute(labels)
         mine, at = row_max(x, dim)
         top = all_reduce(mine, "max", groups)                                         # round 1
-        r, t = rest(x, dim, top, mine, at)
+        r, k = rest(x, dim, top, mine, at)
         b, n = label_term(y, x, dim, top)
-        r, t, b, n = all_reduce(torch.stack([r, t, b, n], -1), "sum", groups).unbind(-1)  # 2
-        norm = log_norm(top, r, t, dim)
+        r, k, b, n = all_reduce(torch.stack([r, k, b, n], -1), "sum", groups).unbind(-1)  # 2
+        norm = log_norm(top, r, k, dim)
         ctx.dim = dim
         ctx.save_for_backward(labels, logits, top, norm, n.unsqueeze(dim))
         return (b + norm.squeeze(dim) * n).to(logits.dtype)
@@ -141,10 +143,10 @@ class SparseLoss(torch.autograd.Function):
         x = _compute(logits)
         mine, at = row_max(x, dim)
         top = all_reduce(mine, "max", groups)                                         # round 1
-        r, t = rest(x, dim, top, mine, at)
+        r, k = rest(x, dim, top, mine, at)
         b, local, here = picked_term(labels, x, dim, top, first)
-        r, t, b = all_reduce(torch.stack([r, t, b], -1), "sum", groups).unbind(-1)    # round 2
-        norm = log_norm(top, r, t, dim)
+        r, k, b = all_reduce(torch.stack([r, k, b], -1), "sum", groups).unbind(-1)    # round 2
+        norm = log_norm(top, r, k, dim)
         bad = (labels < 0) | (labels >= num_classes)
         ctx.dim = dim
         ctx.save_for_backward(logits, top, norm, local, here, bad)
@@ -163,16 +165,16 @@ class SparseLoss(torch.autograd.Function):
 
 
 class LogSoftmax(torch.autograd.Function):
-    """``(x - M) - log1p(r + (t - 1))``; backward ``g - softmax * sum_c g_c`` (one all-reduce)."""
+    """``(x - M) - log1p(r + (k - 1))``; backward ``g - softmax * sum_c g_c`` (one all-reduce)."""
 
     @staticmethod
     def forward(ctx: Any, logits: torch.Tensor, dim: int, groups: Groups) -> torch.Tensor:
         x = _compute(logits)
         mine, at = row_max(x, dim)
         top = all_reduce(mine, "max", groups)                                         # round 1
-        r, t = rest(x, dim, top, mine, at)
-        r, t = all_reduce(torch.stack([r, t], -1), "sum", groups).unbind(-1)          # round 2
-        out = (x - top).sub_(log_norm(top, r, t, dim))
+        r, k = rest(x, dim, top, mine, at)
+        r, k = all_reduce(torch.stack([r, k], -1), "sum", groups).unbind(-1)          # round 2
+        out = (x - top).sub_(log_norm(top, r, k, dim))
         ctx.dim, ctx.groups = dim, groups
         ctx.save_for_backward(out)
         return out.to(logits.dtype)
@@ -187,16 +189,16 @@ class LogSoftmax(torch.autograd.Function):
 
 
 class Softmax(torch.autograd.Function):
-    """``exp(x - M) / (r + t)``; backward ``p (g - sum_c g_c p_c)`` (one all-reduce)."""
+    """``exp(x - M) / (r + k)``; backward ``p (g - sum_c g_c p_c)`` (one all-reduce)."""
 
     @staticmethod
     def forward(ctx: Any, logits: torch.Tensor, dim: int, groups: Groups) -> torch.Tensor:
         x = _compute(logits)
         mine, at = row_max(x, dim)
         top = all_reduce(mine, "max", groups)                                         # round 1
-        r, t = rest(x, dim, top, mine, at)
-        r, t = all_reduce(torch.stack([r, t], -1), "sum", groups).unbind(-1)          # round 2
-        out = (x - top).exp_().div_((r + t).unsqueeze(dim)).add_(top - top)
+        r, k = rest(x, dim, top, mine, at)
+        r, k = all_reduce(torch.stack([r, k], -1), "sum", groups).unbind(-1)          # round 2
+        out = (x - top).exp_().div_((r + k).unsqueeze(dim)).add_(top - top)
         ctx.dim, ctx.groups = dim, groups
         ctx.save_for_backward(out)
         return out.to(logits.dtype)
