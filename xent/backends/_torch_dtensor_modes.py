@@ -5,7 +5,8 @@
            catalog cases, uneven when C is odd) over a 1-D mesh of 2 ranks; labels of the
            logits' shape as DTensors placed like them, sparse labels replicated DTensors
 ``first``  the logits sharded on their first axis (the rows of most cases; the class axis of
-           rank-1 and class-axis-0 cases); labels as plain tensors of the global values
+           rank-1 and class-axis-0 cases); labels of the logits' shape replicated DTensors,
+           sparse labels plain tensors of the global values
 =========  ===================================================================================
 
 The runner runs in one process, and a DTensor needs every rank of its group to make the
@@ -46,18 +47,17 @@ def _inputs(mode: str, args: tuple[np.ndarray, ...]) -> list[Any]:
     from xent import backends
 
     logits = args[-1]
-    dim = logits.ndim - 1 if mode == "last" else 0
+    m = mesh((2,))
     out = []
     for a in args:
         t = backends.get("torch").asarray(a.copy())
-        if a.shape == logits.shape and a is not logits and mode == "first":
-            out.append(t)  # plain global labels
-        elif a.shape == logits.shape and logits.ndim:
-            out.append(distribute_tensor(t, mesh((2,)), [Shard(dim)], src_data_rank=None))
-        elif mode == "first":
-            out.append(t)
+        if a is logits or a.shape == logits.shape and mode == "last":
+            out.append(distribute_tensor(t, m, [Shard(a.ndim - 1 if mode == "last" else 0)],
+                                         src_data_rank=None))
+        elif a.shape == logits.shape or mode == "last":
+            out.append(distribute_tensor(t, m, [Replicate()], src_data_rank=None))
         else:
-            out.append(distribute_tensor(t, mesh((2,)), [Replicate()], src_data_rank=None))
+            out.append(t)  # plain global values
     return out
 
 
