@@ -26,7 +26,6 @@ import xent
 from xent.backends import _torch_dtensor_pool as pools
 from xent.conformance import cases, report, runner
 
-pytest.importorskip("torch.distributed.tensor", reason="the dtensor backend needs torch")
 DTENSOR = xent.backends.get("dtensor")
 
 
