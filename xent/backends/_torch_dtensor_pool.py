@@ -33,8 +33,11 @@ class Pool:
     """``world`` worker processes forming a gloo process group, running what they are sent."""
 
     def __init__(self, world: int) -> None:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["torch", "torch.distributed.tensor", "xent"])
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            context: Any = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["torch", "torch.distributed.tensor", "xent"])
+        else:  # Windows
+            context = multiprocessing.get_context("spawn")
         self.world = world
         self._store = tempfile.mkdtemp(prefix="xent-gloo-")
         pipes = [context.Pipe() for _ in range(world)]
@@ -49,7 +52,11 @@ class Pool:
     def call(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
         """``fn(*args)`` on every rank: the results, by rank. An exception on the ranks is
         raised here (its type when built in, else RuntimeError)."""
-        import cloudpickle  # the catalog's functions are closures
+        try:
+            import cloudpickle  # the catalog's functions are closures
+        except ImportError as error:
+            raise ImportError("dtensor: the worker pool sends functions with cloudpickle "
+                              "(pip install cloudpickle)") from error
 
         payload = cloudpickle.dumps((fn, args))
         for conn in self._conns:
@@ -105,13 +112,17 @@ def _serve(rank: int, world: int, store: str, conn: Any, path: list[str]) -> Non
 
 
 _pools: dict[int, Pool] = {}
+_registered: list[bool] = []  # atexit.register(close) done
 
 
 def pool(world: int = 2) -> Pool:
     """The pool of ``world`` ranks, started on first use and closed at exit."""
+    if world in _pools and not all(p.is_alive() for p in _pools[world]._procs):
+        close_pool(world)  # a rank died, or a call timed out: start afresh
     if world not in _pools:
-        if not _pools:
+        if not _registered:
             atexit.register(close)
+            _registered.append(True)
         _pools[world] = Pool(world)
     return _pools[world]
 
