@@ -76,7 +76,10 @@ def _option_array(be: Backend, value: Any, name: str, logits: Array,
             return array  # the NumPy backend casts block by block
         return be.asarray(array, like=logits, dtype=dtype)
     if found is not be:
-        raise _validate.mixed_frameworks(be.name, found.name, name)
+        if _dispatch.foreign(be, found):
+            raise _validate.mixed_frameworks(be.name, found.name, name)
+        check(be.shape(value), be.dtype_name(value))
+        return be.asarray(value, like=logits, dtype=dtype)  # accepted: converted like NumPy
     check(be.shape(value), be.dtype_name(value))
     return value if dtype is None else be.cast(value, dtype)
 
