@@ -201,22 +201,43 @@ def test_compat_v1_code_keeps_its_tf1_meaning() -> None:
         import tensorflow.compat.v1 as tf
         a = tf.nn.softmax_cross_entropy_with_logits(labels=y, logits=x, dim=0)
         b = tf.log(x)
+        c = tf.nn.softmax_cross_entropy_with_logits(y_true, y_hat)
+        d = tf.nn.sparse_softmax_cross_entropy_with_logits(k, y_hat)
         """
-    after, _ = migrate(code)
-    assert after == textwrap.dedent(code)  # runs on TF2 as it is, with TF1's meaning
-    after, _ = migrate(code + "c = tf.nn.softmax_cross_entropy_with_logits(y_hat, y_true)\n")
-    assert "c = tf.nn.softmax_cross_entropy_with_logits(labels=y_true, logits=y_hat)" in after
+    after, report = migrate(code)
+    # runs on TF2 as it is, with its meaning: TF2's compat.v1 reads (labels, logits)
+    assert after == textwrap.dedent(code)
+    assert "argument-order" not in " ".join(report)
     after, _ = migrate(code, "xent")
     assert "a = xent.softmax_cross_entropy_with_logits(labels=tf.stop_gradient(y), logits=x, " \
            "axis=0)" in after
+    assert "c = xent.softmax_cross_entropy_with_logits(labels=tf.stop_gradient(y_true), " \
+           "logits=y_hat)" in after
+    assert "d = xent.sparse_softmax_cross_entropy_with_logits(labels=k, logits=y_hat)" in after
+
+
+def test_compat_v1_sessions_are_left_and_get_no_switch() -> None:
+    code = """\
+        import tensorflow.compat.v1 as tf
+        x = tf.placeholder(tf.float32)
+        y = tf.constant(1.0)
+        with tf.Session() as sess:
+            print(sess.run(y))
+        """
+    after, report = migrate(code)
+    assert after == textwrap.dedent(code)
+    assert not [r for r in report if "session" in r or "disable" in r]
 
 
 # -- Session code -------------------------------------------------------------------------------
 
 def test_session_patterns_become_eager_code() -> None:
     after, report = migrate("""\
+        import numpy as np
         import tensorflow as tf
 
+        x = tf.constant(np.ones(3))
+        y = tf.nn.softmax(x)
         # a session
         sess = tf.Session()  # default graph
 
@@ -225,12 +246,17 @@ def test_session_patterns_become_eager_code() -> None:
         d = sess.run({"x": x})
         e = sess.run(-x)
         f = tf.Session().run(x)
+        fetches = [x, {"y": y}]
+        g = sess.run(fetches)
         sess.close()
         print(a)
         """)
     assert after == textwrap.dedent("""\
+        import numpy as np
         import tensorflow as tf
 
+        x = tf.constant(np.ones(3))
+        y = tf.nn.softmax(x)
         # a session
         # default graph
 
@@ -239,6 +265,8 @@ def test_session_patterns_become_eager_code() -> None:
         d = {"x": x.numpy()}
         e = (-x).numpy()
         f = x.numpy()
+        fetches = [x, {"y": y}]
+        g = tf.nest.map_structure(lambda t: t.numpy(), fetches)
         print(a)
         """)
     assert {r for _, r in rules(report)} == {"session"}
@@ -247,7 +275,8 @@ def test_session_patterns_become_eager_code() -> None:
 def test_with_session_block_is_unwrapped() -> None:
     after, _ = migrate("""\
         import tensorflow as tf
-        def show(t):
+        t = tf.reduce_sum(tf.constant([1.0, 2.0]))
+        def show():
             # evaluate
             with tf.Session() as s:  # here
                 value = s.run(t)
@@ -257,7 +286,8 @@ def test_with_session_block_is_unwrapped() -> None:
         """)
     assert after == textwrap.dedent("""\
         import tensorflow as tf
-        def show(t):
+        t = tf.reduce_sum(tf.constant([1.0, 2.0]))
+        def show():
             # evaluate
             # here
             value = t.numpy()
@@ -271,9 +301,74 @@ def test_interactive_session_eval() -> None:
     after, _ = migrate("""\
         import tensorflow as tf
         sess = tf.InteractiveSession()
+        y = tf.constant(2.0) * 3
         print(y.eval())
         """)
-    assert after == "import tensorflow as tf\nprint(y.numpy())\n"
+    assert after == "import tensorflow as tf\ny = tf.constant(2.0) * 3\nprint(y.numpy())\n"
+
+
+@pytest.mark.parametrize("fetch, reason", [
+    ("model.loss", "`model.loss` is not provably a tensor"),
+    ("tf.group(y, y)", "`tf.group(y, y)` is not provably a tensor"),
+    ("train_op", "`train_op` is not provably a tensor"),
+    ("param", "`param` is not provably a tensor"),
+    ("[y, tf.no_op()]", "`tf.no_op()` is not provably a tensor"),
+])
+def test_operations_and_unknown_fetches_stay_graph_code(fetch: str, reason: str) -> None:
+    after, report = migrate(f"""\
+        import tensorflow as tf
+        y = tf.constant(1.0)
+        train_op = tf.train.GradientDescentOptimizer(0.1).minimize(loss)
+        def f(param):
+            sess = tf.Session()
+            return sess.run({fetch})
+        """)
+    assert ".numpy()" not in after
+    assert "sess = tf.compat.v1.Session()" in after
+    assert after.count("tf.compat.v1.disable_eager_execution()") == 1
+    assert any("graph-code" in r and reason in r for r in report), report
+
+
+@pytest.mark.parametrize("code, eager", [
+    # a random tensor fetched once: drawn once either way
+    ("r = tf.random_normal([2])\nprint(sess.run(r))\n", True),
+    # fetched twice, or in a loop, or through what depends on it: TF1 drew anew each time
+    ("r = tf.random_normal([2])\nprint(sess.run(r))\nprint(sess.run(r))\n", False),
+    ("r = tf.random_uniform([2])\nfor _ in range(2):\n    print(sess.run(r))\n", False),
+    ("r = tf.random_normal([2])\ns = r * 2\nprint(sess.run([r, s]))\n", True),
+    ("r = tf.random_normal([2])\ns = r * 2\nprint(sess.run(r))\nprint(sess.run(s))\n",
+     False),
+    ("d = tf.nn.dropout(tf.ones([4]), 0.5)\nprint(sess.run(d))\nprint(d.eval())\n", False),
+    # a value the tool cannot see into (a helper may build a random op) fetched twice
+    ("h = tf.identity(helper())\nprint(sess.run(h))\nprint(sess.run(h + 1))\n", False),
+    # NumPy runs once in TF1 and eager code alike
+    ("c = tf.constant(np.ones(2))\nprint(sess.run(c))\nprint(sess.run(c + 1))\n", True),
+])
+def test_random_values_fetched_more_than_once_stay_graph_code(code: str, eager: bool) -> None:
+    after, report = migrate("import numpy as np\nimport tensorflow as tf\n"
+                            "sess = tf.Session()\n" + code)
+    assert ("sess.run" not in after) is eager, after
+    if not eager:
+        assert any("fetched more than once" in r for r in report), report
+
+
+@pytest.mark.parametrize("pipeline", [
+    "q = tf.FIFOQueue(3, tf.float32)",
+    "threads = tf.train.start_queue_runners(sess=sess)",
+    "reader = tf.TFRecordReader()",
+    "x = dataset.make_one_shot_iterator().get_next()",
+    "x = iterator.get_next()",
+])
+def test_input_pipelines_stay_graph_code(pipeline: str) -> None:
+    after, report = migrate(f"""\
+        import tensorflow as tf
+        y = tf.constant(1.0)
+        sess = tf.Session()
+        {pipeline}
+        print(sess.run(y))
+        """)
+    assert "print(sess.run(y))" in after
+    assert any("graph-code" in r for r in report)
 
 
 @pytest.mark.parametrize("blocker, reason", [
@@ -281,7 +376,7 @@ def test_interactive_session_eval() -> None:
     ("x = tf.placeholder(tf.float32)", "tf.placeholder is graph-mode API"),
     ("sess.run(tf.global_variables_initializer())", "global_variables_initializer"),
     ("saver.save(sess, 'model')", "`sess` is used as"),
-    ("sess.run('y:0')", "cannot become eager code"),
+    ("sess.run('y:0')", "not provably a tensor"),
 ])
 def test_graph_code_stays_runnable_through_compat_v1(blocker: str, reason: str) -> None:
     after, report = migrate(f"""\

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import xent
-from xent.backends import _torch_ops
+from xent.backends import _torch_context
 from xent.compat.v1 import nn as v1
 
 TB = xent.backends.get("torch")
@@ -226,7 +226,7 @@ def test_every_integer_label_dtype(dtype: str) -> None:
 def test_out_of_range_label_is_nan_where_values_stay_on_the_device(monkeypatch) -> None:
     # Off the CPU (and while torch.compile traces) nothing reads label values on the host:
     # the kernel marks out-of-range rows NaN instead of a device-side assert.
-    monkeypatch.setattr(_torch_ops, "checks_on_host", lambda x: False)
+    monkeypatch.setattr(_torch_context, "host_values", lambda x: None)
     logits = torch.tensor([[0.5, 1.5, 0.1]] * 4)
     loss = sparse(labels=torch.tensor([1, 3, -100, -1]), logits=logits)
     assert loss.isnan().tolist() == [False, True, True, True]
@@ -273,10 +273,10 @@ def test_torch_func_transforms() -> None:
     softmax = torch.softmax(logits, -1)
     torch.testing.assert_close(dlogits, softmax * labels.sum(-1, keepdim=True) - labels)
     torch.testing.assert_close(dlabels, torch.logsumexp(logits, -1, keepdim=True) - logits)
-    # Under vmap no label value reaches the host: an out-of-range label gives NaN.
+    # Under vmap the labels are still on the host (eager, CPU): out of range is a ValueError.
     index = torch.tensor([[0, 1]] * 3 + [[3, 1]])
-    values = torch.func.vmap(lambda i, x: sparse(labels=i, logits=x))(index, logits)
-    assert values.isnan().tolist() == [[False, False]] * 3 + [[True, False]]
+    with pytest.raises(ValueError, match=r"sparse label 3 is out of range \[0, 3\)"):
+        torch.func.vmap(lambda i, x: sparse(labels=i, logits=x))(index, logits)
 
 
 def test_gradients_in_half_precision_come_back_in_the_input_dtype() -> None:

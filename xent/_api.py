@@ -74,13 +74,20 @@ def _option_array(be: Backend, value: Any, name: str, logits: Array,
     if found is None:
         if isinstance(value, (list, tuple, int, float)) and dtype is not None:
             value = np.asarray(value, dtype=np.float64)  # [1, 2, 3]: weights, not integers
+        adopted = be.adopt(value, logits)
+        if adopted is not None:  # a tracer that cannot read NumPy (torch.compile)
+            value, found = adopted, be
+    if found is None:
         array = np.asarray(value)
         check(array.shape, numpy_dtype_name(array.dtype))
         if np.ndarray in be.native_types:
             return array  # the NumPy backend casts block by block
         return be.asarray(array, like=logits, dtype=dtype)
-    if found is not be and found.name != be.name:  # be may be the backend on a mesh axis
-        raise _validate.mixed_frameworks(be.name, found.name, name)
+    if found is not be and found.name != be.name:  # be may be bound to a mesh axis (sharded)
+        if _dispatch.foreign(be, found):
+            raise _validate.mixed_frameworks(be.name, found.name, name)
+        check(be.shape(value), be.dtype_name(value))
+        return be.asarray(value, like=logits, dtype=dtype)  # accepted: converted like NumPy
     check(be.shape(value), be.dtype_name(value))
     return value if dtype is None else be.cast(value, dtype)
 
@@ -224,6 +231,8 @@ def softmax_cross_entropy_with_logits(
                                                        axis_name)
     if reduction not in _validate.REDUCTIONS:
         _validate.check_reduction(reduction)
+    if neutral and (adopted := be.adopt(labels, logits)) is not None:
+        labels, neutral = adopted, False  # a tracer that cannot read NumPy (torch.compile)
     if neutral:
         labels, labels_dtype = _neutral_labels(labels)
         _validate.check_dense_labels(labels.shape, labels_dtype, shape)
@@ -297,6 +306,8 @@ def sparse_softmax_cross_entropy_with_logits(
                                                        axis_name)
     if reduction not in _validate.REDUCTIONS:
         _validate.check_reduction(reduction)
+    if neutral and (adopted := be.adopt(labels, logits)) is not None:
+        labels, neutral = adopted, False  # a tracer that cannot read NumPy (torch.compile)
     if neutral:
         labels, labels_dtype = _neutral_labels(labels)
         _validate.check_sparse_labels(labels.shape, labels_dtype, shape, axis)

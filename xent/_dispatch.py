@@ -119,9 +119,16 @@ def pick(
                 f"backend: {chosen_backend(explicit).name!r} was requested but logits is a "
                 f"{backend.name} tensor, which always runs on {backend.name}"
             )
-    if labels_owner is not None and labels_owner is not backend:
+    if labels_owner is not None and foreign(backend, labels_owner):
         raise _validate.mixed_frameworks(backend.name, labels_owner.name)
     return backend
+
+
+def foreign(backend: Backend, other: Backend) -> bool:
+    """Whether tensors of ``other`` cannot go with ``backend``'s logits: another framework's,
+    unless ``backend.accepts`` names it (DTensor logits take plain torch tensors of global
+    labels and options)."""
+    return other is not backend and other.name not in getattr(backend, "accepts", ())
 
 
 @contextlib.contextmanager

@@ -51,9 +51,10 @@ class Backend:
     #: when running all of them would be too slow (``xent conformance`` runs everything);
     #: a transform mode not listed runs the whole catalog in the tests too.
     transform_test_subset: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-    #: Modes whose traced shapes are symbolic (``jax.export``): arrays captured by the traced
-    #: function with fixed shapes (the catalog's loss options) cannot follow them.
-    symbolic_modes: tuple[str, ...] = ()
+    #: mode -> (quantities, why): what the conformance catalog's option cases, whose calls
+    #: capture their options as NumPy arrays, cannot measure in that mode (n/a, with why);
+    #: the quantities as in ``xent.conformance.runner`` ("all" for every one).
+    captured_option_limits: dict[str, tuple[tuple[str, ...], str]] = {}
     #: Modes in which sparse labels out of range give NaN instead of ValueError.
     tracing_modes: tuple[str, ...] = ()
     #: Whether :meth:`value_and_grad` is implemented (frameworks with autodiff).
@@ -63,6 +64,9 @@ class Backend:
     #: Whether losses and log-probabilities are accurate to a few eps *relative* even where
     #: they are far below eps (confident predictions); else a few eps of their scale.
     relative_accuracy: bool = False
+    #: Names of other backends whose tensors this one takes as labels and option arrays
+    #: (converted with ``asarray``): DTensor logits take plain torch tensors of global values.
+    accepts: tuple[str, ...] = ()
     #: Floating dtypes this framework supports, by NumPy-style name.
     dtypes: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")
     #: Into how many equal shards the class axis is split (a backend from :meth:`sharded`):
@@ -90,6 +94,13 @@ class Backend:
         """Convert framework-neutral input (NumPy array, sequence, scalar) to this framework,
         on the device of ``like`` when given, in ``dtype`` (a NumPy-style name) when given."""
         raise NotImplementedError
+
+    def adopt(self, value: Any, like: Array) -> Array | None:
+        """Framework-neutral ``value`` (NumPy array, sequence) as a tensor of this framework
+        in its own dtype, on ``like``'s device, where NumPy must not be used (inside a
+        framework's tracer that cannot read NumPy attributes, e.g. ``torch.compile``); None
+        (the default): the API converts and checks it with NumPy."""
+        return None
 
     def cast(self, x: Array, dtype: str) -> Array:
         """``x`` (already of this framework) in ``dtype``; ``x`` itself when it matches."""

@@ -49,7 +49,9 @@ class JaxBackend(JaxArrayOps, Backend):
     #: batch axis (rank3_axis0), the lax.cond path and its vmap rule (large_classes), rank 1,
     #: a class axis of size 1, an empty batch, int32 labels; float32 (bfloat16 under vmap
     #: and float64 under export: tests/test_jax_transforms.py::test_jvp_hook).
-    symbolic_modes = ("export",)  # every dimension symbolic
+    captured_option_limits = {"export": (("all",), (
+        "export makes every dimension symbolic: options captured with fixed shapes cannot "
+        "follow them (JAX refuses them too)"))}
     transform_test_subset = {
         "vmap": (("masked", "masked_all_but_one", "nan_row", "inf_rows", "zero_labels",
                   "sparse_out_of_range", "rank3_axis0", "large_classes", "zero_batch"),

@@ -9,7 +9,10 @@ autograd function. Accuracy is torch's (a few eps of the loss's scale; see ``_to
 
 float16 and bfloat16 are computed in float32 and returned in their own dtype. Results stay
 on the input's device, and nothing syncs with an accelerator: sparse labels are
-range-checked on CPU only (elsewhere out-of-range rows give NaN).
+range-checked on CPU, in eager code and under ``torch.func`` transforms; on accelerators
+and under ``torch.compile`` out-of-range rows give NaN. Every function works under
+``torch.autograd`` (double backward, ``is_grads_batched``), forward-mode AD, ``torch.func``
+and ``torch.compile(fullgraph=True)``; ``_torch_modes`` runs them for the conformance suite.
 """
 
 from __future__ import annotations
@@ -22,12 +25,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from xent.backends import _torch_context as context
+from xent.backends import _torch_modes
 from xent.backends import _torch_ops as ops
 from xent.backends._base import Backend
+from xent.backends._torch_convert import from_numpy, to_numpy, torch_dtype
 from xent.backends._torch_options import TorchArrayOps
 
 _HALF = (torch.float16, torch.bfloat16)
-_DTYPE_NAMES: dict[torch.dtype, str] = {}
+# every dtype's name up front: a cache filled while torch.compile traces would change under
+# the compiled code's guards and cost it a recompile
+_DTYPE_NAMES: dict[torch.dtype, str] = {
+    d: str(d).removeprefix("torch.") for d in vars(torch).values() if isinstance(d, torch.dtype)
+}
 
 
 def _compute(x: torch.Tensor) -> torch.Tensor:
@@ -35,29 +45,21 @@ def _compute(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in _HALF else x
 
 
-def _torch_dtype(name: str) -> torch.dtype:
-    dtype = getattr(torch, name, None)
-    if not isinstance(dtype, torch.dtype):
-        raise TypeError(f"torch backend: no torch dtype called {name!r}")
-    return dtype
-
-
-def _from_numpy(value: Any) -> torch.Tensor:
-    """A CPU tensor from framework-neutral input (never sharing a read-only buffer)."""
-    array = np.asarray(value)
-    if array.dtype.name == "bfloat16":  # torch cannot read ml_dtypes' bfloat16
-        return torch.from_numpy(array.astype(np.float32)).to(torch.bfloat16)
-    if not array.flags.writeable or any(s < 0 for s in array.strides):
-        array = array.copy()  # torch warns on read-only and refuses negative strides
-    return torch.from_numpy(array)
-
-
 class TorchBackend(TorchArrayOps, Backend):
-    """torch tensors on any device; eager autograd and ``torch.func`` transforms."""
+    """torch tensors on any device, under autograd, ``torch.func`` and ``torch.compile``."""
 
     name = "torch"
     module = "torch"
-    modes = ("eager",)
+    modes = _torch_modes.MODES
+    transform_modes = _torch_modes.TRANSFORM_MODES
+    tracing_modes = _torch_modes.TRACING_MODES
+    #: The cells (cases, dtypes) the project's test suite runs in a transform mode where all
+    #: of them would take too long; ``xent conformance`` runs every cell in every mode.
+    transform_test_subset = _torch_modes.SUITE_CELLS
+    captured_option_limits = {"compile": (("jvp_softmax", "jvp_log_softmax", "jvp_loss",
+                                           "jvp_sparse_loss"), (
+        "torch 2.13's dynamo fails its own guard on a NumPy array captured by a compiled "
+        "torch.func.jvp; captured tensors work (tests/test_torch_transforms.py)"))}
     has_autodiff = True
     dtypes = ("float16", "bfloat16", "float32", "float64")
 
@@ -70,41 +72,35 @@ class TorchBackend(TorchArrayOps, Backend):
 
     def dtype_name(self, x: torch.Tensor) -> str:
         name = _DTYPE_NAMES.get(x.dtype)
-        if name is None:
-            name = _DTYPE_NAMES[x.dtype] = str(x.dtype).removeprefix("torch.")
-        return name
+        return str(x.dtype).removeprefix("torch.") if name is None else name
 
     def asarray(self, value: Any, *, like: Any = None, dtype: str | None = None) -> torch.Tensor:
-        tensor = value if isinstance(value, torch.Tensor) else _from_numpy(value)
+        tensor = value if isinstance(value, torch.Tensor) else from_numpy(value)
         return tensor.to(
             device=None if like is None else like.device,
-            dtype=None if dtype is None else _torch_dtype(dtype),
+            dtype=None if dtype is None else torch_dtype(dtype),
         )
 
+    def adopt(self, value: Any, like: torch.Tensor) -> torch.Tensor | None:
+        if not torch.compiler.is_compiling():
+            return None
+        # dynamo cannot read an ndarray's dtype or flags, but converts it to a tensor
+        return torch.as_tensor(value, device=like.device)
+
     def cast(self, x: torch.Tensor, dtype: str) -> torch.Tensor:
-        return x if self.dtype_name(x) == dtype else x.to(_torch_dtype(dtype))
+        return x if self.dtype_name(x) == dtype else x.to(torch_dtype(dtype))
 
     def to_numpy(self, x: Any) -> np.ndarray:
-        if not isinstance(x, torch.Tensor):
-            return np.asarray(x)
-        x = x.detach().cpu()
-        if x.dtype == torch.bfloat16:  # NumPy has no bfloat16 of its own
-            array = x.float().numpy()
-            try:
-                import ml_dtypes
-
-                return array.astype(ml_dtypes.bfloat16)
-            except ImportError:
-                return array
-        return x.numpy()
+        return to_numpy(x)
 
     def stop_gradient(self, x: torch.Tensor) -> torch.Tensor:
         return x.detach()
 
     def first_out_of_range(self, labels: torch.Tensor, num_classes: int) -> int | None:
-        if not ops.checks_on_host(labels) or labels.numel() == 0:
-            return None  # on an accelerator the kernel marks such rows NaN instead
-        values = labels.numpy()  # no copy; and NumPy has min/max for every unsigned dtype
+        held = context.host_values(labels)
+        if held is None or held.numel() == 0:
+            return None  # on an accelerator or while compiling the kernel marks such rows NaN
+        values = context.to_host_numpy(held)  # NumPy has min/max for every unsigned dtype
         if values.min() >= 0 and values.max() < num_classes:
             return None
         return int(values[(values < 0) | (values >= num_classes)][0])
@@ -143,7 +139,7 @@ class TorchBackend(TorchArrayOps, Backend):
             outer, inner = math.prod(shape[:axis]), math.prod(shape[axis + 1 :])
             x = x.reshape((outer, num_classes) + ((inner,) if inner != 1 else ()))
             target = target.reshape(x.shape[:1] + x.shape[2:])  # views when contiguous
-        if ops.checks_on_host(labels):  # the API layer has checked the range
+        if context.checks_on_host(labels):  # the API layer has checked the range
             loss = F.cross_entropy(x, target, reduction="none")  # wants int64 (or uint8)
         else:  # out of range gives NaN, without a host sync or a device-side assert
             bad = (target < 0) | (target >= num_classes)
@@ -153,25 +149,17 @@ class TorchBackend(TorchArrayOps, Backend):
             loss = loss.reshape(shape[:axis] + shape[axis + 1 :])
         return loss.to(logits.dtype) if logits.dtype in _HALF else loss
 
-    # -- conformance hooks -----------------------------------------------------------------
+    # -- conformance hooks: eager, and the transforms vmap and compile (see _torch_modes) ---
     def run(self, mode: str, fn: Callable[..., Any], *args: np.ndarray) -> np.ndarray:
-        if mode != "eager":
-            raise ValueError(f"torch: unknown mode {mode!r}")
-        return self.to_numpy(fn(*[_from_numpy(a) for a in args]))
+        return _torch_modes.run(mode, fn, *args)
 
     def value_and_grad(
         self, mode: str, fn: Callable[[Any, Any], Any], labels: np.ndarray, logits: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-        if mode != "eager":
-            raise ValueError(f"torch: unknown mode {mode!r}")
-        y, x = _from_numpy(labels), _from_numpy(logits).requires_grad_(True)
-        inputs = (y.requires_grad_(True), x) if y.is_floating_point() else (x,)
-        value = fn(y, x)
-        grads = torch.autograd.grad(value.sum(), inputs, allow_unused=True)
-        dlogits = grads[-1] if grads[-1] is not None else torch.zeros_like(x)
-        dlabels = grads[0] if len(grads) == 2 else None
-        return (
-            self.to_numpy(value),
-            None if dlabels is None else self.to_numpy(dlabels),
-            self.to_numpy(dlogits),
-        )
+        return _torch_modes.value_and_grad(mode, fn, labels, logits)
+
+    def jvp(
+        self, mode: str, fn: Callable[..., Any], args: tuple[np.ndarray, ...],
+        tangents: tuple[np.ndarray | None, ...],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return _torch_modes.jvp(mode, fn, args, tangents)

@@ -230,7 +230,7 @@ def evaluate(name: str, dtype: str, backend: Backend, mode: str) -> Evaluation:
     wanted = quantities(name)
 
     def na(quantity: str, why: str) -> Record:
-        return Record(backend.name, mode, name, dtype, quantity, None, detail=why)
+        return _na(backend, mode, name, dtype, quantity, why)
 
     if dtype not in backend.dtypes:
         why = f"{dtype}: not in the dtypes of {backend.name}"
@@ -238,10 +238,31 @@ def evaluate(name: str, dtype: str, backend: Backend, mode: str) -> Evaluation:
     if case.options is not None and not supports_options(backend):
         why = f"loss options: {backend.name} does not implement Backend.where and the rest"
         return Evaluation([na(q, why) for q in wanted], {})
-    if case.options is not None and mode in getattr(backend, "symbolic_modes", ()):
-        why = (f"{mode} traces symbolic shapes: the case's options, captured with fixed "
-               "shapes, cannot follow them")
-        return Evaluation([na(q, why) for q in wanted], {})
+    limits = getattr(backend, "captured_option_limits", {}).get(mode)
+    if case.options is not None and limits is not None:
+        unmeasured, why = limits
+        if "all" in unmeasured:
+            return Evaluation([na(q, why) for q in wanted], {})
+        limited = [q for q in wanted if q in unmeasured]
+        wanted = [q for q in wanted if q not in unmeasured]
+        evaluation = _evaluate(backend, mode, name, dtype, wanted)
+        evaluation.records += [na(q, why) for q in limited]
+        return evaluation
+    return _evaluate(backend, mode, name, dtype, wanted)
+
+
+def _na(backend: Backend, mode: str, name: str, dtype: str, quantity: str, why: str) -> Record:
+    return Record(backend.name, mode, name, dtype, quantity, None, detail=why)
+
+
+def _evaluate(backend: Backend, mode: str, name: str, dtype: str,
+              wanted: list[str]) -> Evaluation:
+    """The records of ``wanted`` quantities (see :func:`evaluate`)."""
+    case = cases.BY_NAME[name]
+
+    def na(quantity: str, why: str) -> Record:
+        return _na(backend, mode, name, dtype, quantity, why)
+
     inp = cases.inputs(name, dtype)
     refs = reference(name, dtype)
     with xent.use_backend(backend):

@@ -64,6 +64,10 @@ def migrate(paths: list[str], target: str = "tf2", write: bool = False,
             write_atomically(path, after)
         else:
             sys.stdout.write(diff)
+    from xent.migration.upgrade_tables import load
+
+    if load().note:  # the long tail of TF1 names needs TensorFlow's tables
+        print(f"xent migrate: note: {load().note}", file=sys.stderr)
     verb = "rewrote" if write else "would rewrite"
     summary = f"xent migrate: {verb} {changed} of {len(files)} file(s)"
     if errors:

@@ -213,8 +213,11 @@ ROWS: tuple[Row, ...] = (
         "eager: `sess.run(t)` -> `t.numpy()`",
         "none: `tf.compat.v1.Session` keeps graph code running",
         "eager: xent calls on eager tensors return eager tensors",
-        "TF2 runs eagerly: `sess.run(t)` -> `t.numpy()` (lists too), the Session goes. "
-        "`feed_dict`, placeholders and variable initialisers have no mechanical "
+        "TF2 runs eagerly: `sess.run(t)` and `t.eval()` -> `t.numpy()`, the Session goes, "
+        "only where that provably computes the same: every fetch a tensor or a structure "
+        "of tensors (kept: lists, tuples, dicts, also held in a name), no random value "
+        "fetched twice. Operations (`tf.group`, train ops, initialisers), variables, "
+        "`feed_dict`, placeholders, queues, readers and iterators have no mechanical "
         "equivalent: such code stays TF1 graph code through `tf.compat.v1`.",
         {},
         "session",
@@ -247,6 +250,15 @@ GRAPH_ONLY: frozenset[str] = frozenset({
     "train.GradientDescentOptimizer", "train.AdamOptimizer", "train.MomentumOptimizer",
     "train.RMSPropOptimizer", "train.AdagradOptimizer", "disable_eager_execution",
     "disable_v2_behavior", "Graph",
+    # input pipelines run through a Session: queues, queue runners, readers, iterators
+    "train.start_queue_runners", "train.Coordinator", "train.QueueRunner",
+    "train.add_queue_runner", "train.string_input_producer", "train.input_producer",
+    "train.range_input_producer", "train.slice_input_producer", "train.batch",
+    "train.shuffle_batch", "train.batch_join", "train.shuffle_batch_join",
+    "FIFOQueue", "RandomShuffleQueue", "PaddingFIFOQueue", "PriorityQueue",
+    "TFRecordReader", "TextLineReader", "WholeFileReader", "FixedLengthRecordReader",
+    "IdentityReader", "ReaderBase", "data.Iterator", "data.make_one_shot_iterator",
+    "data.make_initializable_iterator", "py_func", "assign", "assign_add", "assign_sub",
 })
 
 COLUMNS = (("tf1", "TF1"), ("tf2", "TF2"), ("compat_v2", "tf.compat.v2"),

@@ -2,8 +2,10 @@
 
 Cells share one namespace (``sess = tf.Session()`` in one cell, ``sess.run`` in the next),
 so the code cells are joined into one module, each after a marker comment, migrated, and
-split again. IPython syntax (``%magic``, ``!shell``, ``x?``) is masked as comments for the
-parser and restored after; ``%%cell`` magics are left alone. Findings carry their cell.
+split again. IPython syntax (``%magic``, ``!shell``, ``x?``, at any indentation) is masked
+for the parser and restored after (:mod:`xent.migration.ipython`); cells under a cell
+magic whose body is Python (``%%time``...) are migrated, other cell magics (``%%bash``)
+are left alone. Findings carry their cell.
 """
 
 from __future__ import annotations
@@ -12,14 +14,12 @@ import json
 import re
 from typing import Any
 
+from xent.migration.ipython import PYTHON_CELL_MAGICS, MagicLost, cell_magic, mask, restore
 from xent.migration.report import Finding, unified_diff
 from xent.migration.source import Migrated, SourceError, migrate_source
 
 _CELL = "# xent-migrate-cell {}"
-_MAGIC = "# xent-migrate-magic {}"
 _CELL_RE = re.compile(r"^# xent-migrate-cell (\d+)\r?\n?", re.MULTILINE)
-_MAGIC_RE = re.compile(r"^([ \t]*)# xent-migrate-magic (\d+)$", re.MULTILINE)
-_IPYTHON = re.compile(r"^\s*([%!?]|\w[\w.,\s]*=\s*[%!])|\?\s*$")
 
 
 class NotebookError(SourceError):
@@ -47,23 +47,14 @@ def migrate_notebook(data: bytes, target: str, label: str) -> tuple[bytes, list[
         raise NotebookError(error.lineno, f"not JSON: {error.msg}") from None
     except (KeyError, TypeError):
         raise NotebookError(1, "not a notebook (no cells)") from None
-    chosen = [i for i, cell in enumerate(cells)
-              if cell.get("cell_type") == "code" and not _source(cell).lstrip().startswith("%%")]
+    chosen = [i for i, cell in enumerate(cells) if cell.get("cell_type") == "code"
+              and cell_magic(_source(cell)) in (None, *PYTHON_CELL_MAGICS)]
     magics: list[str] = []
     parts: list[str] = []
     starts: dict[int, int] = {}  # line of each cell's marker in the joined program
     line = 1
     for index in chosen:
-        code = _source(cells[index])
-        masked = []
-        for text_line in code.split("\n"):
-            if _IPYTHON.search(text_line):
-                indent = text_line[: len(text_line) - len(text_line.lstrip())]
-                masked.append(indent + _MAGIC.format(len(magics)))
-                magics.append(text_line)
-            else:
-                masked.append(text_line)
-        body = "\n".join(masked)
+        body, _ = mask(_source(cells[index]), magics)
         if not body.endswith("\n"):
             body += "\n"
         starts[index] = line
@@ -78,7 +69,11 @@ def migrate_notebook(data: bytes, target: str, label: str) -> tuple[bytes, list[
     findings = [_in_cell(f, starts) for f in result.findings]
     if not result.changed:
         return data, findings, ""
-    if set(_split(result, magics)) != set(chosen):
+    try:
+        mapped = set(_split(result, magics)) == set(chosen)
+    except MagicLost:
+        mapped = False
+    if not mapped:
         raise NotebookError(1, "the migrated code no longer maps onto the cells; "
                                "migrate this notebook by hand")
     diff = _diffs(cells, result, magics, label)
@@ -86,8 +81,7 @@ def migrate_notebook(data: bytes, target: str, label: str) -> tuple[bytes, list[
 
 
 def _split(result: Migrated, magics: list[str]) -> dict[int, str]:
-    after = str(result.after)
-    after = _MAGIC_RE.sub(lambda m: magics[int(m.group(2))], after)
+    after = restore(str(result.after), magics)
     pieces = _CELL_RE.split(after)
     cells = {int(pieces[i]): pieces[i + 1] for i in range(1, len(pieces) - 1, 2)}
     if pieces[0] and cells:  # a statement inserted before the first cell's marker

@@ -17,6 +17,7 @@ RULES = {
     "tf-losses": "`tf.losses.*softmax_cross_entropy` -> the mean of the tf.nn function",
     "session": "Session code -> eager code",
     "compat-v1": "a TF1-only name kept runnable as `tf.compat.v1.*`",
+    "rename": "a TF1 name -> its TF2 name, the same function (TensorFlow's upgrade tables)",
     "graph-code": "TF1 graph code that cannot become eager code mechanically",
     "to-xent": "a TF call replaced by the xent call",
     "log-softmax": "`log(softmax(x))`: use the fused log_softmax / cross-entropy",

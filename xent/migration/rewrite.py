@@ -21,20 +21,29 @@ from xent.migration.mapping import COMPAT_V1
 from xent.migration.report import Finding
 from xent.migration.rules import CROSS_ENTROPY, LOSSES, REDUCE, RENAMES, SOFTMAX, Context, Rules
 from xent.migration.session import SessionPlan, as_numpy, plan_sessions
+from xent.migration.upgrade_tables import Tables, load
 
 #: plain ``tf.*`` paths that exist only in TF1: their presence makes a file TF1 code
 TF1_ONLY = COMPAT_V1 | set(RENAMES) | set(LOSSES) | {"nn.softmax_cross_entropy_with_logits_v2"}
 _TF1_KEYWORDS = {"dim", "reduction_indices", "keep_dims"}
 
 
+#: reading the LOSSES collection back (``tf.losses.*`` calls then keep their side effect)
+_LOSS_COLLECTION = frozenset({"losses.get_total_loss", "losses.get_losses",
+                              "GraphKeys.LOSSES"})
+
+
 class _Evidence(cst.CSTVisitor):
-    """Does the file use TF1-only names or keywords (through plain ``tensorflow``)?"""
+    """Does the file use TF1-only names or keywords (through plain ``tensorflow``)?
+    Does it read the LOSSES collection?"""
 
     METADATA_DEPENDENCIES = (ParentNodeProvider, QualifiedNameProvider)
 
-    def __init__(self) -> None:
+    def __init__(self, tables: Tables) -> None:
         super().__init__()
+        self.tables = tables
         self.tf1 = False
+        self.loss_collection = False
 
     def visit_Name(self, node: cst.Name) -> None:
         parent = self.get_metadata(ParentNodeProvider, node, None)
@@ -46,18 +55,30 @@ class _Evidence(cst.CSTVisitor):
 
     def _check(self, node: cst.Attribute | cst.Name) -> None:
         api = names.tf_api(names.qualified(self, node))
-        if api and api[0] == "tf" and (api[1] in TF1_ONLY or api[1].startswith("contrib.")):
+        if api is None:
+            return
+        if api[1] in _LOSS_COLLECTION:
+            self.loss_collection = True
+        if api[0] == "tf" and (api[1] in TF1_ONLY or api[1] in self.tables.renames
+                               or api[1].startswith("contrib.")):
             self.tf1 = True
 
     def visit_Call(self, node: cst.Call) -> None:
         api = names.tf_api(names.qualified(self, node.func))
-        if api is None or api[0] != "tf":
+        if api is None:
             return
         path = api[1]
+        if path == "get_collection" and node.args and "LOSSES" in source_text(
+                node.args[0].value).upper():
+            self.loss_collection = True
+        if api[0] != "tf":
+            return
+        keywords = {a.keyword.value for a in node.args if a.keyword is not None}
         if path in SOFTMAX or path in CROSS_ENTROPY or path in REDUCE:
-            if any(a.keyword is not None and a.keyword.value in _TF1_KEYWORDS
-                   for a in node.args):
+            if keywords & _TF1_KEYWORDS:
                 self.tf1 = True
+        if keywords & self.tables.keywords.get(path, frozenset()):
+            self.tf1 = True
 
 
 class Rewriter(cst.CSTTransformer):
@@ -67,7 +88,6 @@ class Rewriter(cst.CSTTransformer):
         super().__init__()
         self.ctx, self.plan, self.rules = ctx, plan, Rules(ctx)
         self.emptied: set[cst.SimpleStatementLine] = set()
-        self.evals = plan.eval_calls()
 
     def line(self, node: cst.CSTNode) -> int:
         return self.get_metadata(PositionProvider, node).start.line
@@ -99,20 +119,31 @@ class Rewriter(cst.CSTTransformer):
 
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
         if self.plan.eager and original in self.plan.runs:
-            value = as_numpy(updated.args[0].value)
-            if updated.lpar:
-                value = value.with_changes(lpar=[*updated.lpar, *value.lpar],
-                                           rpar=[*value.rpar, *updated.rpar])
-            self._converted(original, value)
-            return value
-        if original in self.evals:
-            func = updated.func
-            assert isinstance(func, cst.Attribute)
-            value = updated.with_changes(func=func.with_changes(attr=cst.Name("numpy")))
-            self._converted(original, value)
-            return value
+            value = self._fetched(updated, self.plan.runs[original])
+            if value is not None:
+                if updated.lpar:
+                    value = value.with_changes(lpar=[*updated.lpar, *value.lpar],
+                                               rpar=[*value.rpar, *updated.rpar])
+                self._converted(original, value)
+                return value
         qualname = names.qualified(self, original.func)
-        return self.rules.call(original, updated, qualname, self.line(original))
+        parent = self.get_metadata(ParentNodeProvider, original, None)
+        return self.rules.call(original, updated, qualname, self.line(original),
+                               discarded=isinstance(parent, cst.Expr))
+
+    def _fetched(self, call: cst.Call, kind: str) -> cst.BaseExpression | None:
+        """The eager value of ``sess.run(fetch)`` / ``fetch.eval()``."""
+        is_run = isinstance(call.func, cst.Attribute) and call.func.attr.value == "run"
+        fetch = call.args[0].value if is_run else cast(cst.Attribute, call.func).value
+        if kind != "structure":
+            return as_numpy(fetch)
+        nest = self.ctx.tf("tf", "nest.map_structure")
+        if nest is None:
+            return None
+        return cst.Call(func=nest, args=[
+            cst.Arg(cst.parse_expression("lambda t: t.numpy()"),
+                    comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))),
+            cst.Arg(fetch)])
 
     def _converted(self, original: cst.Call, value: cst.BaseExpression) -> None:
         self.ctx.add(self.line(original), "session",
@@ -233,14 +264,15 @@ def _is_docstring(statement: cst.BaseStatement) -> bool:
 
 
 def _add_imports(module: cst.Module, ctx: Context, plan: SessionPlan) -> cst.Module:
-    """``import xent`` for xent calls; eager execution disabled for graph code."""
+    """``import xent`` for xent calls; eager execution disabled for graph code, only in a
+    module that opens a Session itself (never in a library module that merely builds
+    graph code: the switch is process-wide)."""
     added: list[cst.BaseStatement] = []
     if ctx.uses_xent and ctx.xent_name == "xent" and "xent" not in names.module_aliases(
         module, "xent"
     ):
         added.append(cst.parse_statement("import xent\n"))
-    needs_graph = bool(plan.blockers) and not plan.graph_ready and (
-        plan.has_sessions or plan.graph_api)
+    needs_graph = bool(plan.blockers) and bool(plan.opens_session) and not plan.graph_ready
     if needs_graph:
         disable = names.spell("tensorflow.compat.v1.disable_eager_execution", ctx.aliases)
         if disable is None:
@@ -249,10 +281,15 @@ def _add_imports(module: cst.Module, ctx: Context, plan: SessionPlan) -> cst.Mod
         else:
             code = cst.Module(body=[]).code_for_node(disable)
             added.append(cst.parse_statement(f"{code}()\n"))
-            ctx.add(plan.blockers[0][0], "graph-code",
+            ctx.add(plan.opens_session, "graph-code",
                     "tf.compat.v1.disable_eager_execution() added after the import: this "
-                    "file's graph code runs on TF2 through tf.compat.v1; port it to "
-                    "tf.function by hand")
+                    "file opens a Session and its graph code runs on TF2 through "
+                    "tf.compat.v1; port it to tf.function by hand")
+    elif plan.blockers and ctx.tf1 and not plan.opens_session and not plan.graph_ready:
+        ctx.add(plan.blockers[0][0], "graph-code",
+                "TF1 graph code in a module that opens no Session: it runs on TF2 only in "
+                "a program that disables eager execution itself (no process-wide switch "
+                "is added to a module)", "review")
     if needs_graph or ctx.tf1:  # TF2 code using tf.compat.v1 on purpose is not reported
         for line, reason in plan.blockers:
             ctx.add(line, "graph-code", f"{reason}: kept as TF1 graph code", "review")
@@ -278,14 +315,28 @@ def migrate_module(module: cst.Module, target: str, *, rewrite: bool = True,
     wrapper = cst.MetadataWrapper(module, unsafe_skip_copy=True)
     if not rewrite:
         return module, sorted(lint(wrapper)) if check else []
-    evidence = _Evidence()
+    tables = load()
+    evidence = _Evidence(tables)
     wrapper.visit(evidence)
     plan = plan_sessions(wrapper)
     xent_aliases = names.module_aliases(module, "xent")
     xent_name = next((n for n, m in xent_aliases.items() if m == "xent"), "xent")
-    ctx = Context(target=target, aliases=names.module_aliases(module), tf1=evidence.tf1,
-                  eager=plan.eager, xent_name=xent_name)
-    new = wrapper.visit(Rewriter(ctx, plan))
-    new = _add_imports(new, ctx, plan)
+
+    def rewritten(keep_v2: bool) -> tuple[cst.Module, Context]:
+        ctx = Context(target=target, aliases=names.module_aliases(module), tf1=evidence.tf1,
+                      eager=plan.eager, xent_name=xent_name, tables=tables,
+                      loss_collection=evidence.loss_collection, keep_v2=keep_v2)
+        return _add_imports(wrapper.visit(Rewriter(ctx, plan)), ctx, plan), ctx
+
+    new, ctx = rewritten(keep_v2=False)
+    if ctx.plain_v2 and evidence.tf1 and _still_tf1(new, tables):
+        new, ctx = rewritten(keep_v2=True)  # or a second run would read it as TF1's
     findings = ctx.findings + (lint(wrapper) if check else [])
     return new, sorted(set(findings), key=lambda f: (f.line, f.kind != "change", f.rule, f.note))
+
+
+def _still_tf1(module: cst.Module, tables: Tables) -> bool:
+    """Whether rewritten code still shows TF1-only code (what a second run would see)."""
+    evidence = _Evidence(tables)
+    cst.MetadataWrapper(module).visit(evidence)
+    return evidence.tf1

@@ -27,6 +27,7 @@ from xent.migration.arguments import (
 )
 from xent.migration.mapping import COMPAT_V1
 from xent.migration.report import Finding
+from xent.migration.upgrade_tables import Tables, gone
 
 CROSS_ENTROPY = {
     "nn.softmax_cross_entropy_with_logits": "dense",
@@ -41,10 +42,13 @@ REDUCE = frozenset(
     f"{prefix}reduce_{op}" for prefix in ("", "math.")
     for op in ("sum", "mean", "max", "min", "prod", "all", "any", "logsumexp")
 )
-RENAMES = {"log": "math.log"}
+RENAMES = {"log": "math.log",
+           # TensorFlow < 1.0 aliases of the same functions (TF 0.12 deprecated them)
+           "mul": "math.multiply", "sub": "math.subtract", "neg": "math.negative"}
 #: keyword renames of TF1 functions, checked against the signature's positional slots
 _REDUCE_KEYWORDS = {"reduction_indices": ("axis", 1, "reduction-indices"),
                     "keep_dims": ("keepdims", 2, "keep-dims")}
+_ITERATORS = frozenset({"make_one_shot_iterator", "make_initializable_iterator"})
 _XENT_NAME = {"dense": "softmax_cross_entropy_with_logits",
               "v2": "softmax_cross_entropy_with_logits",
               "sparse": "sparse_softmax_cross_entropy_with_logits"}
@@ -59,8 +63,17 @@ class Context:
     tf1: bool  # the file shows TF1-only code
     eager: bool  # its Session code becomes eager code
     xent_name: str = "xent"
+    #: TensorFlow's own upgrade tables (empty without TensorFlow)
+    tables: Tables = field(default_factory=Tables)
+    #: the file reads the LOSSES collection (``tf.losses.get_total_loss()``...)
+    loss_collection: bool = False
+    #: the file keeps TF1 code after the rewrite (``tf.contrib``): ``_v2`` must stay
+    #: spelled ``_v2``, or a second run would read the plain name as TF1's
+    keep_v2: bool = False
     findings: list[Finding] = field(default_factory=list)
     uses_xent: bool = False
+    #: a ``_v2`` name was rewritten to the plain TF2 name
+    plain_v2: bool = False
 
     def add(self, line: int, rule: str, note: str, kind: str = "change") -> None:
         self.findings.append(Finding(line, rule, note, kind))
@@ -95,39 +108,123 @@ class Rules:
             new = names.spell(names.in_namespace("tf", RENAMES[path]), self.ctx.aliases,
                               node, qualname)
             if new is not None:
-                self.ctx.add(line, "math-log", f"tf.{path} -> tf.{RENAMES[path]}")
+                self.ctx.add(line, "math-log" if path == "log" else "rename",
+                             f"tf.{path} -> tf.{RENAMES[path]}")
                 return new
         elif path == "nn.softmax_cross_entropy_with_logits_v2" and not called:
-            new = self.ctx.tf("tf", "nn.softmax_cross_entropy_with_logits", node, qualname)
+            new = self._plain_v2(node, qualname, "tf", line)
             if new is not None:
-                self.ctx.add(line, "v2-suffix", "_v2 -> the TF2 name (same meaning)")
                 return new
-        elif path in COMPAT_V1 and not (path in LOSSES and called):
-            if path in ("Session", "InteractiveSession") and self.ctx.eager:
-                return node
-            new = names.spell(names.in_namespace("v1", path), self.ctx.aliases, node, qualname)
-            if new is not None:
-                self.ctx.add(line, "compat-v1",
-                             f"tf.{path} is TF1 only: kept runnable as tf.compat.v1.{path}")
-                return new
+        elif path in ("Session", "InteractiveSession") and self.ctx.eager:
+            return node  # the Session goes
+        elif called and (path in LOSSES or path in CROSS_ENTROPY):
+            return node  # the call rule decides
+        elif path in self.ctx.tables.renames:
+            return self._renamed(node, qualname, path, self.ctx.tables.renames[path], line)
+        elif path in COMPAT_V1 and not self.ctx.tables:
+            return self._renamed(node, qualname, path, "compat.v1." + path, line)
+        elif self.ctx.tables and gone(path, self.ctx.tables.api) == path:
+            self.ctx.add(line, "manual", f"the installed TensorFlow has no tf.{path}, nor "
+                         f"tf.compat.v1.{path}: port it by hand", "review")
         return node
+
+    def _renamed(self, node: cst.Attribute, qualname: str, path: str, target: str,
+                 line: int) -> cst.BaseExpression:
+        new = names.spell(names.in_namespace("tf", target), self.ctx.aliases, node, qualname)
+        if new is None:
+            return node
+        if target.startswith("compat.v1."):
+            self.ctx.add(line, "compat-v1",
+                         f"tf.{path} is TF1 only: kept runnable as tf.{target}")
+        else:
+            self.ctx.add(line, "rename", f"tf.{path} -> tf.{target} (the same function)")
+        return new
+
+    def _plain_v2(self, func: cst.CSTNode, qualname: str, namespace: str,
+                  line: int) -> cst.BaseExpression | None:
+        """``..._with_logits_v2`` -> the plain TF2 name (same meaning), or kept as
+        ``tf.compat.v1...._v2`` where the file keeps other TF1 code."""
+        if self.ctx.keep_v2:
+            if namespace == "v1":
+                return None
+            new = self.ctx.tf("v1", "compat.v1.nn.softmax_cross_entropy_with_logits_v2",
+                              func, qualname)
+            if new is not None:
+                self.ctx.add(line, "v2-suffix", "kept as tf.compat.v1.nn.softmax_cross_"
+                             "entropy_with_logits_v2: this file keeps other TF1 code, where "
+                             "the plain name would read as TF1's")
+            return new
+        new = self.ctx.tf(namespace, "nn.softmax_cross_entropy_with_logits", func, qualname)
+        if new is not None:
+            self.ctx.plain_v2 = True
+            self.ctx.add(line, "v2-suffix", "softmax_cross_entropy_with_logits_v2 -> "
+                         "softmax_cross_entropy_with_logits (TF2's has _v2's meaning)")
+        return new
 
     # -- calls ----------------------------------------------------------------------------
     def call(self, original: cst.Call, call: cst.Call, qualname: str | None,
-             line: int) -> cst.BaseExpression:
+             line: int, discarded: bool = False) -> cst.BaseExpression:
         api = names.tf_api(qualname)
         if api is None:
-            return call
+            return self._iterator(call, qualname, line)
         namespace, path = api
         if path in CROSS_ENTROPY:
             return self._cross_entropy(original, call, qualname or "", namespace, path, line)
         if path in SOFTMAX:
             return self._softmax(call, namespace, path, line)
         if path in LOSSES and namespace != "v2":
-            return self._losses(original, call, qualname or "", namespace, path, line)
+            return self._losses(original, call, qualname or "", namespace, path, line,
+                                discarded)
         if path in REDUCE and namespace == "tf":
             return self._reduce(call, path, line)
+        if path in self.ctx.tables.changed and namespace == "tf":
+            return self._changed(original, call, qualname or "", path, line)
         return call
+
+    def _iterator(self, call: cst.Call, qualname: str | None,
+                  line: int) -> cst.BaseExpression:
+        """``dataset.make_one_shot_iterator()``, a method TF2's datasets lack ->
+        ``tf.compat.v1.data.make_one_shot_iterator(dataset)``, the same iterator."""
+        func = call.func
+        if qualname is not None or not isinstance(func, cst.Attribute) or (
+                func.attr.value not in _ITERATORS):
+            return call
+        new = self.ctx.tf("v1", f"compat.v1.data.{func.attr.value}")
+        if new is None:
+            return call
+        self.ctx.add(line, "compat-v1", f".{func.attr.value}() -> tf.compat.v1.data."
+                     f"{func.attr.value}(dataset): TF2's datasets have no such method")
+        return call.with_changes(func=new, args=[
+            cst.Arg(func.value, comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+            if call.args else cst.Arg(func.value), *call.args])
+
+    def _changed(self, original: cst.Call, call: cst.Call, qualname: str, path: str,
+                 line: int) -> cst.BaseExpression:
+        """A function whose arguments changed in TF2 (TensorFlow's tables): a call that
+        uses a TF1-only keyword, or (in TF1 code) positional or keyword arguments whose
+        meaning moved, calls TF1's own function, ``tf.compat.v1.<name>``."""
+        keywords = {a.keyword.value for a in call.args if a.keyword is not None}
+        prefix = self.ctx.tables.changed[path]
+        positional = positional_count(call.args)
+        tf1_keywords = keywords & self.ctx.tables.keywords.get(path, frozenset())
+        moved = positional > (prefix if prefix is not None else 1) or (
+            prefix is None and bool(keywords))
+        if not tf1_keywords and not moved:
+            return call
+        if not tf1_keywords and not self.ctx.tf1:
+            self.ctx.add(line, "manual", f"tf.{path}: TF1 and TF2 read these arguments "
+                         "differently; if this is TF1 code, call tf.compat.v1."
+                         f"{path}", "review")
+            return call
+        func = names.spell(names.in_namespace("v1", path), self.ctx.aliases, original.func,
+                           qualname)
+        if func is None:
+            return call
+        why = (f"TF1-only keyword {', '.join(sorted(tf1_keywords))}" if tf1_keywords
+               else "its arguments mean something else in TF2")
+        self.ctx.add(line, "compat-v1", f"tf.{path}: {why}: kept as TF1's "
+                     f"tf.compat.v1.{path}")
+        return call.with_changes(func=func)
 
     def _cross_entropy(self, original: cst.Call, call: cst.Call, qualname: str,
                        namespace: str, path: str, line: int) -> cst.BaseExpression:
@@ -135,7 +232,8 @@ class Rules:
         to_xent = self.ctx.target == "xent"
         tf1 = namespace == "v1" or (namespace == "tf" and self.ctx.tf1)
         pre_1_0 = False
-        if positional_count(call.args) and kind != "v2" and namespace != "v2":
+        # tf.compat.v1 code runs on TF2, whose compat.v1 functions read (labels, logits)
+        if positional_count(call.args) and kind != "v2" and namespace == "tf":
             if not tf1:
                 self.ctx.add(line, "argument-order",
                              "positional call in a file with no other TF1 code: TF2 reads "
@@ -186,15 +284,12 @@ class Rules:
             return self._to_xent(call, bound, labels, kind, line, reduction=None)
         func = call.func
         if kind == "v2":
-            plain = self.ctx.tf(namespace, "nn.softmax_cross_entropy_with_logits",
-                                original.func, qualname)
-            if plain is None:
+            plain = self._plain_v2(original.func, qualname, namespace, line)
+            if plain is not None:
+                func = plain
+            elif not self.ctx.keep_v2:
                 self.ctx.add(line, "manual", "call tf.nn.softmax_cross_entropy_with_logits "
                              "(TF2 has no _v2)", "review")
-            else:
-                func = plain
-                self.ctx.add(line, "v2-suffix", "softmax_cross_entropy_with_logits_v2 -> "
-                             "softmax_cross_entropy_with_logits (TF2's has _v2's meaning)")
         if "dim" in bound:
             self.ctx.add(line, "dim-axis", "dim= -> axis=")
         if pre_1_0:
@@ -249,20 +344,25 @@ class Rules:
         return call
 
     def _losses(self, original: cst.Call, call: cst.Call, qualname: str, namespace: str,
-                path: str, line: int) -> cst.BaseExpression:
+                path: str, line: int, discarded: bool) -> cst.BaseExpression:
         kind = LOSSES[path]
         first = "onehot_labels" if kind == "dense" else "labels"
         params = [first, "logits", "weights"] + (["label_smoothing"] if kind == "dense" else [])
         bound = bind(call.args, params + ["scope", "loss_collection", "reduction"])
         to_xent = self.ctx.target == "xent"
         simple = bound is not None and set(bound) == {first, "logits"}
-        if not simple or (namespace == "v1" and not to_xent):
+        collected = discarded or self.ctx.loss_collection
+        if not simple or collected or (namespace == "v1" and not to_xent):
             if namespace == "tf":
                 func = names.spell(names.in_namespace("v1", path), self.ctx.aliases,
                                    original.func, qualname)
                 if func is not None:
-                    self.ctx.add(line, "compat-v1", f"tf.{path} with weights, smoothing or a "
-                                 f"reduction: kept as tf.compat.v1.{path}", "review")
+                    why = ("its result is discarded: it only adds the loss to the LOSSES "
+                           "collection" if discarded else "the file reads the LOSSES "
+                           "collection back" if collected else
+                           "with weights, smoothing or a reduction")
+                    self.ctx.add(line, "compat-v1", f"tf.{path}: {why}: kept as "
+                                 f"tf.compat.v1.{path}", "review")
                     return call.with_changes(func=func)
             return call
         assert bound is not None

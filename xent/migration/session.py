@@ -1,13 +1,18 @@
-"""Session code -> eager code: which parts of a file can go, and what blocks it.
+"""Session code -> eager code, only where that provably computes the same thing.
 
-TF2 runs eagerly, so the common TF1 patterns have a mechanical translation:
-``sess = tf.Session()`` and ``with tf.Session() as sess:`` go (the block is unwrapped),
-``sess.run(t)`` becomes ``t.numpy()`` (lists, tuples and dicts of fetches too) and
-``sess.close()`` goes. That is only right when every use of every session in the file is
-one of those and the file builds no graph-only state (placeholders, ``feed_dict``,
-variable initialisers, optimizers, collections): then :attr:`SessionPlan.eager` is true.
-Otherwise the file's Session code stays TF1 graph code, kept runnable through
-``tf.compat.v1`` with eager execution disabled, and each obstacle is reported.
+TF2 runs eagerly: ``sess = tf.Session()`` and ``with tf.Session() as sess:`` go (the block
+is unwrapped), ``sess.run(t)`` and ``t.eval()`` become ``t.numpy()``, lists, tuples and
+dicts of fetches keep their structure (``tf.nest.map_structure`` for one held in a
+name), ``sess.close()`` goes. The file's Session code becomes eager code only when every
+use of every session is one of those, every fetch is provably a tensor or a structure of
+tensors (:mod:`xent.migration.fetches`), no random or opaque value is fetched more than
+once (TF1 computed it anew at every run, eager code computes it once), and the file
+builds no graph-only state (placeholders, ``feed_dict``, initialisers, optimizers, queue
+runners, readers, iterators, collections). Otherwise :attr:`SessionPlan.blockers` says
+why, line by line, and the Session code stays TF1 graph code through ``tf.compat.v1``.
+
+Code written against ``tensorflow.compat.v1`` already runs on TF2 as it is: its Sessions
+are left alone.
 """
 
 from __future__ import annotations
@@ -15,13 +20,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import libcst as cst
-from libcst.metadata import ParentNodeProvider, PositionProvider, QualifiedNameProvider
+from libcst.metadata import (
+    ParentNodeProvider,
+    PositionProvider,
+    QualifiedNameProvider,
+    ScopeProvider,
+)
 
 from xent.migration import names
 from xent.migration.arguments import source_text
+from xent.migration.fetches import FetchReader
 from xent.migration.mapping import GRAPH_ONLY
 
 _SESSIONS = frozenset({"Session", "InteractiveSession"})
+#: constructors that open a session (a module with none of them never gets a
+#: process-wide switch)
+OPENS_SESSION = _SESSIONS | {"train.MonitoredTrainingSession", "train.MonitoredSession",
+                             "train.SingularMonitoredSession"}
+#: methods of input pipelines that only work in graph code through a Session
+_PIPELINE_METHODS = frozenset({"make_one_shot_iterator", "make_initializable_iterator",
+                               "get_next", "dequeue", "dequeue_many", "enqueue",
+                               "enqueue_many"})
+_LOOPS = (cst.For, cst.While, cst.FunctionDef, cst.Lambda, cst.ListComp, cst.SetComp,
+          cst.DictComp, cst.GeneratorExp)
 
 
 @dataclass
@@ -32,32 +53,32 @@ class SessionPlan:
     remove: set[cst.BaseSmallStatement] = field(default_factory=set)
     #: ``with tf.Session() as sess:`` statements to unwrap
     unwrap: set[cst.With] = field(default_factory=set)
-    #: ``sess.run(fetch)`` calls to replace by the fetch's ``.numpy()``
-    runs: set[cst.Call] = field(default_factory=set)
-    #: ``t.eval()`` calls (the default session's run) to replace by ``t.numpy()``
-    evals: set[cst.Call] = field(default_factory=set)
+    #: ``sess.run(fetch)`` / ``t.eval()`` calls -> how to convert their fetch: "tensor",
+    #: "literal" (a list / tuple / dict written in the call) or "structure" (held in a name)
+    runs: dict[cst.Call, str] = field(default_factory=dict)
     #: (line, reason) of everything that keeps Session code as graph code
     blockers: list[tuple[int, str]] = field(default_factory=list)
     #: the file already disables eager execution, or builds its own tf.Graph
     graph_ready: bool = False
     #: the file uses graph-only API (placeholders, initialisers, optimizers, ...)
     graph_api: bool = False
+    #: the file opens a Session through plain ``tensorflow`` (line), or 0
+    opens_session: int = 0
+    #: the file's sessions are ``tf.compat.v1`` ones: code that already runs on TF2
+    targets_v1: bool = False
 
     @property
     def has_sessions(self) -> bool:
         return bool(self.remove or self.unwrap or self.runs)
 
-    def eval_calls(self) -> set[cst.Call]:
-        """``t.eval()`` calls to convert: only in files whose sessions go eager."""
-        return self.evals if self.has_sessions and self.eager else set()
-
     @property
     def eager(self) -> bool:
-        return not self.blockers
+        return not self.blockers and not self.targets_v1 and self.has_sessions
 
 
 class _Base(cst.CSTVisitor):
-    METADATA_DEPENDENCIES = (ParentNodeProvider, PositionProvider, QualifiedNameProvider)
+    METADATA_DEPENDENCIES = (ParentNodeProvider, PositionProvider, QualifiedNameProvider,
+                             ScopeProvider)
 
     def __init__(self, plan: SessionPlan) -> None:
         super().__init__()
@@ -80,6 +101,7 @@ class _Sessions(_Base):
         super().__init__(plan)
         self.session_names: set[str] = set()
         self.creations: set[cst.CSTNode] = set()  # Assign / WithItem nodes
+        self.evals: list[cst.Call] = []
 
     def visit_Attribute(self, node: cst.Attribute) -> bool:
         self._name(node)
@@ -93,22 +115,31 @@ class _Sessions(_Base):
     def visit_Call(self, node: cst.Call) -> None:
         if any(a.keyword is not None and a.keyword.value == "feed_dict" for a in node.args):
             self.block(node, "feed_dict= feeds placeholders")
-        elif (not node.args and isinstance(node.func, cst.Attribute)
-              and node.func.attr.value == "eval"):
-            self.plan.evals.add(node)
+        elif isinstance(node.func, cst.Attribute) and names.qualified(self, node.func) is None:
+            method = node.func.attr.value
+            if method == "eval":
+                self.evals.append(node)
+            elif method in _PIPELINE_METHODS:
+                self.block(node, f"`.{method}()` is an input pipeline read through a Session")
 
     def _name(self, node: cst.BaseExpression) -> None:
         api = names.tf_api(names.qualified(self, node))
         if api is None or api[0] == "v2":
             return
-        path = api[1]
+        namespace, path = api
         if path in ("Graph", "disable_eager_execution", "disable_v2_behavior"):
             self.plan.graph_ready = True
-        if path in GRAPH_ONLY:
+        if path in OPENS_SESSION and namespace == "tf" and not self.plan.opens_session:
+            self.plan.opens_session = self.line(node)
+        if path in _SESSIONS and namespace == "v1":
+            self.plan.targets_v1 = True
+        elif path in GRAPH_ONLY:
             self.plan.graph_api = True
             self.block(node, f"tf.{path} is graph-mode API")
         elif path in _SESSIONS:
             self._session(node, path)
+        elif path in OPENS_SESSION:
+            self.block(node, f"tf.{path} runs graph code")
 
     def _session(self, node: cst.BaseExpression, path: str) -> None:
         call = self.parent(node)
@@ -139,8 +170,8 @@ class _Sessions(_Base):
                 self.block(call, f"tf.{path}() in a `with` of several items")
         elif isinstance(holder, cst.Attribute) and holder.attr.value == "run":
             run = self.parent(holder)
-            if isinstance(run, cst.Call) and _run_ok(run):
-                self.plan.runs.add(run)
+            if isinstance(run, cst.Call) and _one_fetch(run):
+                self.plan.runs[run] = ""
             else:
                 self.block(call, f"`{source_text(run or holder)}` cannot become eager code")
         else:
@@ -169,8 +200,8 @@ class _SessionUses(_Base):
             grand, cst.Call
         ) and grand.func is parent:
             if parent.attr.value == "run":
-                if _run_ok(grand):
-                    self.plan.runs.add(grand)
+                if _one_fetch(grand):
+                    self.plan.runs[grand] = ""
                 elif not any(a.keyword and a.keyword.value == "feed_dict" for a in grand.args):
                     self.block(grand, f"`{source_text(grand)}` cannot become eager code")
                 return
@@ -187,21 +218,58 @@ class _SessionUses(_Base):
                          f"`{source_text(parent if parent is not None else node)}`")
 
 
-def _run_ok(run: cst.Call) -> bool:
+class _Fetches(_Base):
+    """Each fetch (``sess.run(x)``, ``x.eval()``) must be a tensor or a structure of
+    tensors, and no value that may change between runs may be fetched twice."""
+
+    def __init__(self, plan: SessionPlan, evals: list[cst.Call]) -> None:
+        super().__init__(plan)
+        self.evals = evals
+
+    def visit_Module(self, node: cst.Module) -> bool:
+        reader = FetchReader(self)
+        fetched: dict[cst.CSTNode, list[int]] = {}
+        sites = [(run, run.args[0].value) for run in self.plan.runs]
+        for call in self.evals:
+            assert isinstance(call.func, cst.Attribute)
+            if call.args:
+                self.block(call, f"`{source_text(call)}`: eval with arguments")
+            else:
+                sites.append((call, call.func.value))
+        for call, value in sites:
+            fetch = reader.read(value)
+            if fetch.kind == "unknown":
+                self.block(call, f"`{source_text(call)}`: {fetch.reason}; operations and "
+                                 "other values have no eager .numpy()")
+                continue
+            if fetch.kind == "structure":
+                self.plan.runs[call] = ("literal" if isinstance(
+                    value, (cst.List, cst.Tuple, cst.Dict)) else "structure")
+            else:
+                self.plan.runs[call] = "tensor"
+            weight = 2 if self._repeated(call) else 1
+            for source in fetch.sources:
+                fetched.setdefault(source, []).append(weight)
+        for source, weights in fetched.items():
+            if sum(weights) > 1:
+                self.block(source, f"`{source_text(source)}` may change between runs (a "
+                           "random op, or a value the tool cannot see into) and is fetched "
+                           "more than once: TF1 computed it anew each run, eager code once")
+        return False
+
+    def _repeated(self, node: cst.CSTNode) -> bool:
+        """Inside a loop, a function or a comprehension: may run more than once."""
+        parent = self.parent(node)
+        while parent is not None:
+            if isinstance(parent, _LOOPS):
+                return True
+            parent = self.parent(parent)
+        return False
+
+
+def _one_fetch(run: cst.Call) -> bool:
     """``sess.run(fetch)``: one positional fetch, no feed_dict or options."""
-    return (len(run.args) == 1 and run.args[0].keyword is None and not run.args[0].star
-            and fetch_ok(run.args[0].value))
-
-
-def fetch_ok(node: cst.BaseExpression) -> bool:
-    """A fetch made of tensors (not of graph element names given as strings)."""
-    if isinstance(node, (cst.List, cst.Tuple)):
-        return all(isinstance(e, cst.Element) and fetch_ok(e.value) for e in node.elements)
-    if isinstance(node, cst.Dict):
-        return all(isinstance(e, cst.DictElement) and fetch_ok(e.value)
-                   for e in node.elements)
-    return not isinstance(node, (cst.BaseString, cst.Integer, cst.Float, cst.Imaginary,
-                                 cst.Lambda, cst.Ellipsis))
+    return len(run.args) == 1 and run.args[0].keyword is None and not run.args[0].star
 
 
 def as_numpy(node: cst.BaseExpression) -> cst.BaseExpression:
@@ -226,4 +294,6 @@ def plan_sessions(wrapper: cst.MetadataWrapper) -> SessionPlan:
     wrapper.visit(found)
     if found.session_names:
         wrapper.visit(_SessionUses(plan, found))
+    if plan.has_sessions and not plan.targets_v1:  # every reason is reported
+        wrapper.visit(_Fetches(plan, found.evals))
     return plan
