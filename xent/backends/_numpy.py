@@ -177,11 +177,11 @@ class NumpyBackend(options.NumpyArrayOps, Backend):
 
         return self._reduce_rows(logits, layout, sparse_rows)
 
-    # -- options: composed on whole arrays when small, else tile by tile -------------------
+    # -- options: composed on whole arrays when tiny, else fused into the tile kernels -----
     def softmax_cross_entropy_with_options(
         self, labels: np.ndarray, logits: np.ndarray, axis: int, opt: _options.Options
     ) -> np.ndarray:
-        if logits.size <= tiles.TILE_ELEMENTS:
+        if logits.size <= small.MAX_ELEMENTS:
             with quiet():  # float64 NumPy weights are cast here, not before (no copies)
                 loss = _options.dense_rows(self, labels, logits, axis, opt)
             return loss.astype(logits.dtype, copy=False)
@@ -190,7 +190,7 @@ class NumpyBackend(options.NumpyArrayOps, Backend):
     def sparse_softmax_cross_entropy_with_options(
         self, labels: np.ndarray, logits: np.ndarray, axis: int, opt: _options.Options
     ) -> np.ndarray:
-        if logits.size <= tiles.TILE_ELEMENTS:
+        if logits.size <= small.MAX_ELEMENTS:
             with quiet():
                 loss = _options.sparse_rows(self, labels, logits, axis, opt)
             return loss.astype(logits.dtype, copy=False)
@@ -228,4 +228,7 @@ class NumpyBackend(options.NumpyArrayOps, Backend):
             target[...] = values.reshape(target.shape)
 
         layout.run(process)
-        return loss if loss.dtype == logits.dtype else loss.astype(logits.dtype)
+        if loss.dtype == logits.dtype:
+            return loss
+        with quiet():  # a float16 loss beyond 65504 is inf
+            return loss.astype(logits.dtype)

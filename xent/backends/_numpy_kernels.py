@@ -19,8 +19,46 @@ import numpy as np
 
 Array = np.ndarray
 
+#: Classes per BLAS dot in :func:`row_dot`. One ``sdot`` over ``n`` terms accumulates about
+#: ``n / 32`` terms per lane (error ~``n / 32`` eps: 40 eps at 128k classes); blocks of 1024,
+#: then a pairwise sum of the blocks, stay within a few eps like ``np.add.reduce``, and run
+#: 1.5-2.5x faster than it.
+BLOCK = 1024
+_ones: dict[np.dtype, Array] = {}
 
-def _lead(x: Array) -> tuple[Array, Array]:
+
+def row_dot(a: Array, b: Array) -> Array:
+    """``sum_c a_c b_c`` per row of ``a`` (``[rows, C]``, C-contiguous or a row slice of such);
+    ``b`` is ``[rows, C]`` likewise, or a ``[C]`` vector shared by every row."""
+    classes = a.shape[1]
+    if classes <= 2 * BLOCK:
+        return np.vecdot(a, b)
+    head = classes - classes % BLOCK
+    shape = (classes // BLOCK, BLOCK)
+    total = np.add.reduce(np.vecdot(a[:, :head].reshape(a.shape[0], *shape),
+                                    b[..., :head].reshape(b.shape[:-1] + shape)), axis=1)
+    if head < classes:
+        total += np.vecdot(a[:, head:], b[..., head:])
+    return total
+
+
+def row_sum(a: Array) -> Array:
+    """``sum_c a_c`` per row of ``a`` (``[rows, C]``): :func:`row_dot` with ones."""
+    ones = _ones.get(a.dtype)
+    if ones is None:
+        ones = _ones[a.dtype] = np.ones(2 * BLOCK, a.dtype)
+    classes = a.shape[1]
+    if classes <= 2 * BLOCK:
+        return np.vecdot(a, ones[:classes])
+    head = classes - classes % BLOCK
+    total = np.add.reduce(np.vecdot(a[:, :head].reshape(a.shape[0], -1, BLOCK),
+                                    ones[:BLOCK]), axis=1)
+    if head < classes:
+        total += np.vecdot(a[:, head:], ones[: classes - head])
+    return total
+
+
+def lead(x: Array) -> tuple[Array, Array]:
     """Flat index of each row's maximum (first NaN if any) and the maximum itself."""
     flat = x.argmax(axis=1)
     flat += np.arange(0, x.size, x.shape[1])
@@ -43,7 +81,7 @@ def softmax(x: Array, out: Array) -> None:
 
 
 def log_softmax(x: Array, out: Array, scratch: Array) -> None:
-    flat, m = _lead(x)
+    flat, m = lead(x)
     rest = _log1p_rest(x, flat, m, scratch)
     rest += m - m  # +inf - +inf = NaN: a row with a +inf logit is NaN throughout
     np.subtract(x, m[:, None], out=out)
@@ -52,7 +90,7 @@ def log_softmax(x: Array, out: Array, scratch: Array) -> None:
 
 def sparse_loss(labels: Array, x: Array, scratch: Array) -> Array:
     """``(m - x[label]) + log1p(s')`` per row; labels already checked to be in range."""
-    flat, m = _lead(x)
+    flat, m = lead(x)
     rest = _log1p_rest(x, flat, m, scratch)
     picked = x.ravel().take(labels + np.arange(0, x.size, x.shape[1]))
     loss = (m - picked) + rest
@@ -64,7 +102,7 @@ def dense_loss(y: Array, x: Array, scratch: Array) -> Array:
     """``sum_c y_c (m - x_c) + log1p(s') * sum_c y_c`` per row, 0 for ``y_c == 0`` classes.
 
     ``y`` is in the dtype of ``x``. One ``vecdot`` does the weighted sum: no product array."""
-    flat, m = _lead(x)
+    flat, m = lead(x)
     d = np.subtract(x, m[:, None], out=scratch)  # x - m <= 0
     below = np.vecdot(y, d)  # sum_c y_c (x_c - m) <= 0, before d becomes exp(d)
     np.exp(d, out=d)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from xent import _options
+from xent.backends import _numpy_fused as fused
 from xent.backends import _numpy_kernels as kernels
 from xent.backends._numpy_tiles import Layout, quiet, scratch
 
@@ -98,47 +99,102 @@ _TILE = _TileOps()
 
 def dense_tiled(backend: Any, labels: Array, logits: Array, axis: int,
                 opt: _options.Options) -> Array:
-    """The dense loss with options, tile by tile (``_options.dense_rows`` on each tile)."""
+    """The dense loss with options, tile by tile: the fused kernels (``_numpy_fused``), and
+    ``_options.dense_rows`` on the rows they flag as suspect."""
     layout = Layout(logits.shape, axis)
-    y3, m3, tile_opt = layout.view(labels), _mask(layout, logits, opt), _tile_options(opt, logits)
+    y3, m3, p = layout.view(labels), _mask(layout, logits, opt), _plan(layout, logits, opt)
+    generic = _generic_options(opt, p)
 
     def rows(tile: tuple[int, int, int, int], x: Array) -> Array:
         y = layout.rows(y3, tile, x.dtype, "y")
-        where = None if m3 is None else layout.rows(m3, tile, None, "m")
-        return _options.dense_rows(_TILE, y, x, 1, dataclasses.replace(tile_opt, where=where))
+        mask = None if m3 is None else layout.rows(m3, tile, x.dtype, "m")
+        loss, suspect = fused.dense_loss(y, x, mask, p)
+        if suspect.any():
+            at = np.flatnonzero(suspect)
+            loss[at] = _options.dense_rows(_TILE, y[at], x[at], 1,
+                                           _rows_of(generic, mask, p, at))
+        return loss
 
     return _weighted(backend._reduce_rows(logits, layout, rows), opt)
 
 
 def sparse_tiled(backend: Any, labels: Array, logits: Array, axis: int,
                  opt: _options.Options) -> Array:
-    """The sparse loss with options, tile by tile (``_options.sparse_rows`` on each tile)."""
+    """The sparse loss with options, tile by tile: the fused kernels on the rows not ignored,
+    and ``_options.sparse_rows`` on the rows they flag as suspect."""
     layout = Layout(logits.shape, axis)
-    l2, m3, tile_opt = layout.view_reduced(labels), _mask(layout, logits, opt), _tile_options(
-        opt, logits)
+    l2, m3, p = layout.view_reduced(labels), _mask(layout, logits, opt), _plan(layout, logits,
+                                                                             opt)
+    generic = _generic_options(opt, p)
 
     def rows(tile: tuple[int, int, int, int], x: Array) -> Array:
         picked = layout.reduced_tile(l2, tile).reshape(-1)
-        where = None if m3 is None else layout.rows(m3, tile, None, "m")
-        return _options.sparse_rows(_TILE, picked, x, 1, dataclasses.replace(tile_opt,
-                                                                             where=where))
+        mask = None if m3 is None else layout.rows(m3, tile, x.dtype, "m")
+        if opt.ignore_index is None:
+            return _sparse_rows(picked, x, mask, p, generic)
+        ignored = picked == opt.ignore_index
+        if not ignored.any():
+            return _sparse_rows(picked, x, mask, p, generic)
+        loss = np.zeros(picked.shape, x.dtype)  # an ignored row is never read
+        kept = np.flatnonzero(~ignored)
+        if kept.size:
+            loss[kept] = _sparse_rows(picked[kept], x[kept], None if mask is None
+                                      else mask[kept], p, generic)
+        return loss
 
     return _weighted(backend._reduce_rows(logits, layout, rows), opt)
 
 
+def _sparse_rows(labels: Array, x: Array, mask: Array | None, p: fused.Plan,
+                 generic: _options.Options) -> Array:
+    loss, suspect = fused.sparse_loss(labels, x, mask, p)
+    if suspect.any():
+        at = np.flatnonzero(suspect)
+        loss[at] = _options.sparse_rows(_TILE, labels[at], x[at], 1,
+                                        _rows_of(generic, mask, p, at))
+    return loss
+
+
+def _plan(layout: Layout, logits: Array, opt: _options.Options) -> fused.Plan:
+    """The options for the fused kernels; a ``where`` the same for every row as one row."""
+    compute = compute_dtype(logits.dtype)
+    return fused.plan(layout.classes, float(opt.label_smoothing) if opt.smooths else 0.0,
+                      opt.class_weights, _row_mask(layout, logits, opt), compute)
+
+
+def _row_mask(layout: Layout, logits: Array, opt: _options.Options) -> Array | None:
+    """``where`` as a boolean ``[C]`` when it is the same for every row (classes last)."""
+    if opt.where is None or layout.inner != 1:
+        return None
+    where = np.broadcast_to(opt.where, logits.shape)
+    if all(n == 1 or s == 0 for n, s in zip(where.shape[:-1], where.strides[:-1])):
+        return where[(0,) * (where.ndim - 1)]
+    return None
+
+
 def _mask(layout: Layout, logits: Array, opt: _options.Options) -> Array | None:
-    """The ``where`` mask broadcast to the logits and seen like them (a view, no copy)."""
-    if opt.where is None:
+    """The ``where`` mask broadcast to the logits and seen like them (a view, no copy), or
+    None: no mask, or one row of it for every row (:func:`_row_mask`)."""
+    if opt.where is None or _row_mask(layout, logits, opt) is not None:
         return None
     return layout.view(np.broadcast_to(opt.where, logits.shape))
 
 
-def _tile_options(opt: _options.Options, logits: Array) -> _options.Options:
-    """``opt`` for the tiles: class weights in the compute dtype; weights applied after."""
-    cw = opt.class_weights
-    if cw is not None:
-        cw = np.asarray(cw, compute_dtype(logits.dtype))
-    return dataclasses.replace(opt, class_weights=cw, weights=None)
+def _generic_options(opt: _options.Options, p: fused.Plan) -> _options.Options:
+    """``opt`` for ``_options.*_rows`` on suspect rows: class weights in the compute dtype;
+    ignored rows and row weights are handled around the tiles."""
+    return dataclasses.replace(opt, class_weights=p.class_weights, weights=None,
+                               ignore_index=None, where=None)
+
+
+def _rows_of(generic: _options.Options, mask: Array | None, p: fused.Plan,
+             at: Array) -> _options.Options:
+    """``generic`` with the ``where`` of rows ``at`` of a tile."""
+    if mask is not None:
+        return dataclasses.replace(generic, where=mask[at] != 0)
+    if p.row_mask is not None:
+        return dataclasses.replace(generic, where=p.row_mask != 0)
+    return generic
 
 
 def _weighted(loss: Array, opt: _options.Options) -> Array:
