@@ -64,96 +64,115 @@ def plan(classes: int, smoothing: float, class_weights: Any, row_mask: Any,
 
 
 def sparse_loss(labels: Array, x: Array, mask: Array | None,
-                p: Plan) -> tuple[Array, Array]:
-    """Per-row loss and suspect rows for integer ``labels`` (``[rows]``, in range);
-    ``mask``: the ``where`` tile as 0/1 floats, or None (``p.row_mask`` or no mask)."""
+                p: Plan) -> tuple[Array, Array | None]:
+    """Per-row loss and suspect rows (None: none) for integer ``labels`` (``[rows]``, in
+    range); ``mask``: the ``where`` tile as 0/1 floats, or None (``p.row_mask`` or none)."""
     flat, m = kernels.lead(x)
-    starts = np.arange(0, x.size, p.classes)
-    d = np.subtract(x, m[:, None], out=scratch("e", x.shape, x.dtype))
-    at = labels + starts
+    d = kernels.per_row(np.subtract, x, m, scratch("e", x.shape, x.dtype))
     e = p.smoothing
+    if e:
+        total, dots = _smoothing_sums(d, None, mask, p)  # may zero d where excluded
     if e == 1.0:  # the labels do not matter (and 0 * inf must not appear)
-        u, lin = 0.0, 0.0
+        u = lin = 0.0
     else:
-        u = np.full(labels.shape, 1.0 - e, x.dtype)
-        if p.class_weights is not None:
-            u *= p.class_weights.take(labels)
-        if mask is not None:
-            u *= mask.ravel().take(at)
-        elif p.row_mask is not None:
-            u *= p.row_mask.take(labels)
+        at = labels + kernels.row_starts(x)
+        u = _label_weight(labels, at, mask, p, 1.0 - e, x.dtype)
         lin = u * d.ravel().take(at)
     if e:
-        total, dots = _smoothing_sums(d, mask, p)
         u = u + (e / p.classes) * total
         lin = lin + (e / p.classes) * dots
-    return _finish(d, flat, starts, m, mask, p, u, lin)
+    return _finish(d, flat, m, mask, p, u, lin)
 
 
-def dense_loss(y: Array, x: Array, mask: Array | None, p: Plan) -> tuple[Array, Array]:
-    """Per-row loss and suspect rows for labels ``y`` (``[rows, C]``, the dtype of ``x``);
-    ``mask`` as in :func:`sparse_loss`."""
+def dense_loss(y: Array, x: Array, mask: Array | None,
+               p: Plan) -> tuple[Array, Array | None]:
+    """Per-row loss and suspect rows (None: none) for labels ``y`` (``[rows, C]``, the dtype
+    of ``x``); ``mask`` as in :func:`sparse_loss`."""
     flat, m = kernels.lead(x)
-    starts = np.arange(0, x.size, p.classes)
-    d = np.subtract(x, m[:, None], out=scratch("e", x.shape, x.dtype))
+    d = kernels.per_row(np.subtract, x, m, scratch("e", x.shape, x.dtype))
     e = p.smoothing
+    w = p.row_weights if mask is None else p.class_weights
+    dw = None if w is None else np.multiply(d, w, out=scratch("dw", d.shape, d.dtype))
     u: Any = 0.0
     lin: Any = 0.0
     if e != 1.0:
-        y = _weighted_labels(y, mask, p)
-        u = kernels.row_sum(y)
-        lin = kernels.row_dot(y, d)
+        shift = 0.0
+        if mask is not None:  # y k, or (y + e / (C (1 - e))) k: smoothing in the same pass
+            shift = e / (p.classes * (1.0 - e))
+            y = np.add(y, shift, out=scratch("u", y.shape, y.dtype)) if shift else y
+            y = np.multiply(y, mask, out=scratch("u", y.shape, y.dtype))
+        if dw is None:
+            u, lin = kernels.row_sum(y), kernels.row_dot(y, d)
+        else:  # sum_c y_c w_c d_c: the weights on the [C] side of one dot, in dw on the other
+            u, lin = kernels.row_dot(y, w), kernels.row_dot(y, dw)
         if e:
             u *= 1.0 - e
             lin *= 1.0 - e
+        if shift:
+            e = 0.0  # done
     if e:
-        total, dots = _smoothing_sums(d, mask, p)
+        total, dots = _smoothing_sums(d, dw, mask, p)
         u = u + (e / p.classes) * total
         lin = lin + (e / p.classes) * dots
-    return _finish(d, flat, starts, m, mask, p, u, lin)
+    return _finish(d, flat, m, mask, p, u, lin)
 
 
-def _weighted_labels(y: Array, mask: Array | None, p: Plan) -> Array:
-    """``k_c w_c y_c``: ``y`` itself without a mask or class weights."""
-    row = p.row_weights if mask is None else p.class_weights
-    if mask is None and row is None:
-        return y
-    out = scratch("u", y.shape, y.dtype)
-    if mask is None:
-        return np.multiply(y, row, out=out)
-    np.multiply(y, mask, out=out)
-    return out if row is None else np.multiply(out, row, out=out)
-
-
-def _smoothing_sums(d: Array, mask: Array | None, p: Plan) -> tuple[Any, Array]:
-    """``A = sum_c k_c w_c`` (per row, or one number) and ``B = sum_c k_c w_c d_c``."""
-    if mask is None:
-        dots = kernels.row_sum(d) if p.row_weights is None else kernels.row_dot(d, p.row_weights)
-        return p.total, dots
-    kw = mask
+def _label_weight(labels: Array, at: Array, mask: Array | None, p: Plan, scale: float,
+                  dtype: np.dtype) -> Any:
+    """``a = scale * k_l * w_l`` per row (a number when it is the same for every row)."""
+    a: Any = scale
     if p.class_weights is not None:
-        kw = np.multiply(mask, p.class_weights, out=scratch("kw", mask.shape, mask.dtype))
-    return kernels.row_sum(kw), kernels.row_dot(kw, d)
+        a = p.class_weights.take(labels) * a
+    if mask is not None:
+        a = mask.ravel().take(at) * a
+    elif p.row_mask is not None:
+        a = p.row_mask.take(labels) * a
+    return np.full(labels.shape, a, dtype) if isinstance(a, float) else a
 
 
-def _finish(d: Array, flat: Array, starts: Array, m: Array, mask: Array | None, p: Plan,
-            u: Any, lin: Any) -> tuple[Array, Array]:
+def _smoothing_sums(d: Array, dw: Array | None, mask: Array | None,
+                    p: Plan) -> tuple[Any, Array]:
+    """``A = sum_c k_c w_c`` (per row, or one number) and ``B = sum_c k_c w_c d_c``, from
+    ``dw = d w`` when given. A mask tile with class weights and no ``dw`` zeroes ``d`` where
+    excluded (``exp(d)`` is summed through the mask anyway) to keep ``w`` on the ``[C]``
+    side of the dot."""
+    if mask is None:
+        if dw is not None:
+            return p.total, kernels.row_sum(dw)
+        w = p.row_weights
+        return p.total, kernels.row_sum(d) if w is None else kernels.row_dot(d, w)
+    w = p.class_weights
+    if w is None:
+        return kernels.row_sum(mask), kernels.row_dot(d, mask)
+    if dw is not None:
+        return kernels.row_dot(mask, w), kernels.row_dot(dw, mask)
+    np.multiply(d, mask, out=d)
+    return kernels.row_dot(mask, w), kernels.row_dot(d, w)
+
+
+def _finish(d: Array, flat: Array, m: Array, mask: Array | None, p: Plan,
+            u: Any, lin: Any) -> tuple[Array, Array | None]:
     """``loss = U r - D`` from ``d`` (overwritten by ``exp(d)``), and the suspect rows."""
     np.exp(d, out=d)
     d.ravel()[flat] = 0.0  # drop the leading exp(0) = 1: log1p adds it back exactly
+    kept = None
     if mask is not None:
         s, kept = kernels.row_dot(d, mask), mask.ravel().take(flat) != 0
     elif p.row_mask is not None:
-        s, kept = kernels.row_dot(d, p.row_mask), p.row_mask.take(flat - starts) != 0
+        s = kernels.row_dot(d, p.row_mask)
+        kept = p.row_mask.take(flat - kernels.row_starts(d)) != 0
     else:
-        s, kept = kernels.row_sum(d), None
+        s = kernels.row_sum(d)
     r = np.log1p(s)
-    if kept is not None and not kept.all():
+    if kept is not None and kept.all():
+        kept = None
+    if kept is not None:
         out = ~kept
         r[out] = np.log(s[out])  # lse~ - m < 0: no exact leading term to split off
     loss = u * r - lin
-    loss += m - m  # NaN for a row with an infinite maximum
-    suspect = ~(loss >= -u * r)  # NaN, or more than half of -D cancelled by U r < 0
+    if kept is None and np.isfinite(np.add.reduce(loss) + np.add.reduce(m)):
+        return loss, None  # the usual tile: every row finite, every maximum kept
+    suspect = ~(np.isfinite(m) & (loss >= -u * r))  # NaN, or U r < 0 cancelling over half
     if kept is not None:
         suspect |= ~kept & (s < p.underflow)
-    return loss, suspect
+    return loss, suspect if suspect.any() else None

@@ -58,41 +58,86 @@ def row_sum(a: Array) -> Array:
     return total
 
 
+try:  # NumPy 2 internals: the buffer size of ufunc calls, set like np.errstate
+    from numpy._core._ufunc_config import _extobj_contextvar  # type: ignore[attr-defined]
+    from numpy._core.umath import _make_extobj
+
+    _row_extobjs: dict[int, object] = {}
+
+    def per_row(ufunc: np.ufunc, a: Array, column: Array, out: Array) -> Array:
+        """``ufunc(a, column[:, None], out=out)`` for ``[rows, C]`` ``a``.
+
+        NumPy merges the rows of such a call into long inner loops and copies the broadcast
+        column into a buffer to do so, which halves its speed for 512 <= C < 8192 (the
+        default buffer): a buffer of one row keeps one row per inner loop (errors ignored,
+        as inside ``quiet``)."""
+        size = a.shape[1] // 16 * 16
+        if not 512 <= size < 8192:
+            return ufunc(a, column[:, None], out=out)
+        extobj = _row_extobjs.get(size)
+        if extobj is None:
+            extobj = _row_extobjs[size] = _make_extobj(all="ignore", bufsize=size)
+        token = _extobj_contextvar.set(extobj)
+        try:
+            return ufunc(a, column[:, None], out=out)
+        finally:
+            _extobj_contextvar.reset(token)
+
+except ImportError:  # other NumPy versions
+
+    def per_row(ufunc: np.ufunc, a: Array, column: Array, out: Array) -> Array:
+        """``ufunc(a, column[:, None], out=out)`` for ``[rows, C]`` ``a``."""
+        return ufunc(a, column[:, None], out=out)
+
+
+_starts: dict[tuple[int, int], Array] = {}
+
+
+def row_starts(x: Array) -> Array:
+    """The flat index of each row's first element in ``[rows, C]`` ``x`` (cached)."""
+    key = x.shape
+    starts = _starts.get(key)
+    if starts is None:
+        if len(_starts) > 64:
+            _starts.clear()
+        starts = _starts[key] = np.arange(0, x.size, x.shape[1])
+    return starts
+
+
 def lead(x: Array) -> tuple[Array, Array]:
     """Flat index of each row's maximum (first NaN if any) and the maximum itself."""
     flat = x.argmax(axis=1)
-    flat += np.arange(0, x.size, x.shape[1])
+    flat += row_starts(x)
     return flat, x.ravel().take(flat)
 
 
 def _log1p_rest(x: Array, flat: Array, m: Array, scratch: Array) -> Array:
     """``log1p(sum_{c != k} exp(x_c - m))`` per row: logsumexp(x) - m without rounding 1 + s'."""
-    e = np.subtract(x, m[:, None], out=scratch)
+    e = per_row(np.subtract, x, m, scratch)
     np.exp(e, out=e)
     e.ravel()[flat] = 0.0  # drop the leading exp(0) = 1: log1p adds it back exactly
-    return np.log1p(np.add.reduce(e, axis=1))
+    return np.log1p(row_sum(e))
 
 
 def softmax(x: Array, out: Array) -> None:
-    m = x.max(axis=1, keepdims=True)
-    np.subtract(x, m, out=out)
+    per_row(np.subtract, x, x.max(axis=1), out)
     np.exp(out, out=out)
-    np.divide(out, np.add.reduce(out, axis=1, keepdims=True), out=out)
+    per_row(np.divide, out, row_sum(out), out)
 
 
 def log_softmax(x: Array, out: Array, scratch: Array) -> None:
     flat, m = lead(x)
     rest = _log1p_rest(x, flat, m, scratch)
     rest += m - m  # +inf - +inf = NaN: a row with a +inf logit is NaN throughout
-    np.subtract(x, m[:, None], out=out)
-    np.subtract(out, rest[:, None], out=out)
+    per_row(np.subtract, x, m, out)
+    per_row(np.subtract, out, rest, out)  # (x - m) - log1p(s'): exact for confident rows
 
 
 def sparse_loss(labels: Array, x: Array, scratch: Array) -> Array:
     """``(m - x[label]) + log1p(s')`` per row; labels already checked to be in range."""
     flat, m = lead(x)
     rest = _log1p_rest(x, flat, m, scratch)
-    picked = x.ravel().take(labels + np.arange(0, x.size, x.shape[1]))
+    picked = x.ravel().take(labels + row_starts(x))
     loss = (m - picked) + rest
     loss += m - m  # NaN for a row with a +inf logit (its leading term was dropped above)
     return loss
@@ -101,14 +146,14 @@ def sparse_loss(labels: Array, x: Array, scratch: Array) -> Array:
 def dense_loss(y: Array, x: Array, scratch: Array) -> Array:
     """``sum_c y_c (m - x_c) + log1p(s') * sum_c y_c`` per row, 0 for ``y_c == 0`` classes.
 
-    ``y`` is in the dtype of ``x``. One ``vecdot`` does the weighted sum: no product array."""
+    ``y`` is in the dtype of ``x``. BLAS dots do the weighted sums: no product array."""
     flat, m = lead(x)
-    d = np.subtract(x, m[:, None], out=scratch)  # x - m <= 0
-    below = np.vecdot(y, d)  # sum_c y_c (x_c - m) <= 0, before d becomes exp(d)
+    d = per_row(np.subtract, x, m, scratch)  # x - m <= 0
+    below = row_dot(y, d)  # sum_c y_c (x_c - m) <= 0, before d becomes exp(d)
     np.exp(d, out=d)
     d.ravel()[flat] = 0.0  # drop the leading exp(0) = 1: log1p adds it back exactly
-    rest = np.log1p(np.add.reduce(d, axis=1))
-    loss = rest * np.add.reduce(y, axis=1) - below  # two non-negative terms
+    rest = np.log1p(row_sum(d))
+    loss = rest * row_sum(y) - below  # two non-negative terms
     total = np.add.reduce(loss)
     if total != total:  # NaN somewhere: maybe label 0 times an infinite gap
         _fix_masked_rows(loss, y, x, m, rest)

@@ -16,6 +16,7 @@ import numpy as np
 from xent import _options
 from xent.backends import _numpy_fused as fused
 from xent.backends import _numpy_kernels as kernels
+from xent.backends import _numpy_tiles as tiles
 from xent.backends._numpy_tiles import Layout, quiet, scratch
 
 Array = np.ndarray
@@ -101,7 +102,7 @@ def dense_tiled(backend: Any, labels: Array, logits: Array, axis: int,
                 opt: _options.Options) -> Array:
     """The dense loss with options, tile by tile: the fused kernels (``_numpy_fused``), and
     ``_options.dense_rows`` on the rows they flag as suspect."""
-    layout = Layout(logits.shape, axis)
+    layout = _layout(logits, axis)  # six [rows, C] arrays per tile: smaller tiles
     y3, m3, p = layout.view(labels), _mask(layout, logits, opt), _plan(layout, logits, opt)
     generic = _generic_options(opt, p)
 
@@ -109,7 +110,7 @@ def dense_tiled(backend: Any, labels: Array, logits: Array, axis: int,
         y = layout.rows(y3, tile, x.dtype, "y")
         mask = None if m3 is None else layout.rows(m3, tile, x.dtype, "m")
         loss, suspect = fused.dense_loss(y, x, mask, p)
-        if suspect.any():
+        if suspect is not None:
             at = np.flatnonzero(suspect)
             loss[at] = _options.dense_rows(_TILE, y[at], x[at], 1,
                                            _rows_of(generic, mask, p, at))
@@ -130,29 +131,40 @@ def sparse_tiled(backend: Any, labels: Array, logits: Array, axis: int,
     def rows(tile: tuple[int, int, int, int], x: Array) -> Array:
         picked = layout.reduced_tile(l2, tile).reshape(-1)
         mask = None if m3 is None else layout.rows(m3, tile, x.dtype, "m")
-        if opt.ignore_index is None:
-            return _sparse_rows(picked, x, mask, p, generic)
-        ignored = picked == opt.ignore_index
-        if not ignored.any():
+        ignored = None if opt.ignore_index is None else picked == opt.ignore_index
+        if ignored is None or not ignored.any():
             return _sparse_rows(picked, x, mask, p, generic)
         loss = np.zeros(picked.shape, x.dtype)  # an ignored row is never read
-        kept = np.flatnonzero(~ignored)
-        if kept.size:
-            loss[kept] = _sparse_rows(picked[kept], x[kept], None if mask is None
-                                      else mask[kept], p, generic)
-        return loss
+        if 2 * np.count_nonzero(ignored) > ignored.size:  # mostly padding: gather the rest
+            kept = np.flatnonzero(~ignored)
+            if kept.size:
+                loss[kept] = _sparse_rows(picked[kept], x[kept], None if mask is None
+                                          else mask[kept], p, generic)
+            return loss
+        values = _sparse_rows(np.where(ignored, 0, picked), x, mask, p, generic, ignored)
+        return np.copyto(loss, values, where=~ignored) or loss
 
     return _weighted(backend._reduce_rows(logits, layout, rows), opt)
 
 
 def _sparse_rows(labels: Array, x: Array, mask: Array | None, p: fused.Plan,
-                 generic: _options.Options) -> Array:
+                 generic: _options.Options, ignored: Array | None = None) -> Array:
+    """The fused sparse kernel on every row, the generic composition on its suspect rows
+    (``ignored`` rows excepted: their values are dropped)."""
     loss, suspect = fused.sparse_loss(labels, x, mask, p)
-    if suspect.any():
+    if suspect is not None and ignored is not None:
+        suspect &= ~ignored
+    if suspect is not None and suspect.any():
         at = np.flatnonzero(suspect)
         loss[at] = _options.sparse_rows(_TILE, labels[at], x[at], 1,
                                         _rows_of(generic, mask, p, at))
     return loss
+
+
+def _layout(logits: Array, axis: int) -> Layout:
+    """Tiles of ``OPTIONS_TILE_ELEMENTS``, at least 4 rows (each tile costs ~40 NumPy calls
+    on row-sized arrays)."""
+    return Layout(logits.shape, axis, max(tiles.OPTIONS_TILE_ELEMENTS, 4 * logits.shape[axis]))
 
 
 def _plan(layout: Layout, logits: Array, opt: _options.Options) -> fused.Plan:
