@@ -68,10 +68,10 @@ def sparse_loss(labels: Array, x: Array, mask: Array | None,
     """Per-row loss and suspect rows (None: none) for integer ``labels`` (``[rows]``, in
     range); ``mask``: the ``where`` tile as 0/1 floats, or None (``p.row_mask`` or none)."""
     flat, m = kernels.lead(x)
-    d = kernels.per_row(np.subtract, x, m, scratch("e", x.shape, x.dtype))
+    d = kernels.by_rows(np.subtract, x, m[:, None], scratch("e", x.shape, x.dtype))
     e = p.smoothing
     if e:
-        total, dots = _smoothing_sums(d, None, mask, p)  # may zero d where excluded
+        total, dots = _smoothing_sums(d, mask, p)  # may zero d where excluded
     if e == 1.0:  # the labels do not matter (and 0 * inf must not appear)
         u = lin = 0.0
     else:
@@ -87,34 +87,40 @@ def sparse_loss(labels: Array, x: Array, mask: Array | None,
 def dense_loss(y: Array, x: Array, mask: Array | None,
                p: Plan) -> tuple[Array, Array | None]:
     """Per-row loss and suspect rows (None: none) for labels ``y`` (``[rows, C]``, the dtype
-    of ``x``); ``mask`` as in :func:`sparse_loss`."""
+    of ``x``); ``mask`` as in :func:`sparse_loss`.
+
+    With a mask tile, the smoothing goes into the labels' own pass:
+    ``u = (1 - e) (y + e / (C (1 - e))) k w``, so ``U`` and ``D`` are two BLAS dots."""
     flat, m = kernels.lead(x)
-    d = kernels.per_row(np.subtract, x, m, scratch("e", x.shape, x.dtype))
-    e = p.smoothing
-    w = p.row_weights if mask is None else p.class_weights
-    dw = None if w is None else np.multiply(d, w, out=scratch("dw", d.shape, d.dtype))
-    u: Any = 0.0
-    lin: Any = 0.0
-    if e != 1.0:
-        shift = 0.0
-        if mask is not None:  # y k, or (y + e / (C (1 - e))) k: smoothing in the same pass
-            shift = e / (p.classes * (1.0 - e))
-            y = np.add(y, shift, out=scratch("u", y.shape, y.dtype)) if shift else y
-            y = np.multiply(y, mask, out=scratch("u", y.shape, y.dtype))
-        if dw is None:
-            u, lin = kernels.row_sum(y), kernels.row_dot(y, d)
-        else:  # sum_c y_c w_c d_c: the weights on the [C] side of one dot, in dw on the other
-            u, lin = kernels.row_dot(y, w), kernels.row_dot(y, dw)
-        if e:
-            u *= 1.0 - e
-            lin *= 1.0 - e
-        if shift:
-            e = 0.0  # done
+    d = kernels.by_rows(np.subtract, x, m[:, None], scratch("e", x.shape, x.dtype))
+    e, classes = p.smoothing, p.classes
+    if e == 1.0:  # the labels do not matter: u = k w / C
+        total, dots = _smoothing_sums(d, mask, p)
+        return _finish(d, flat, m, mask, p, total / classes, dots / classes)
+    shift = e / (classes * (1.0 - e)) if e and mask is not None else 0.0
+    y = _weighted_labels(y, mask, p, shift)
+    u, lin = kernels.row_sum(y), kernels.row_dot(y, d)
     if e:
-        total, dots = _smoothing_sums(d, dw, mask, p)
-        u = u + (e / p.classes) * total
-        lin = lin + (e / p.classes) * dots
+        u *= 1.0 - e
+        lin *= 1.0 - e
+    if e and not shift:
+        total, dots = _smoothing_sums(d, mask, p)
+        u += (e / classes) * total
+        lin += (e / classes) * dots
     return _finish(d, flat, m, mask, p, u, lin)
+
+
+def _weighted_labels(y: Array, mask: Array | None, p: Plan, shift: float) -> Array:
+    """``(y + shift) k w`` in one scratch array; ``y`` itself when nothing applies."""
+    w = p.row_weights if mask is None else p.class_weights
+    if mask is None and w is None:
+        return y
+    out = scratch("u", y.shape, y.dtype)
+    if shift:
+        y = np.add(y, shift, out=out)
+    if mask is not None:
+        y = np.multiply(y, mask, out=out)
+    return y if w is None else kernels.by_rows(np.multiply, y, w, out)
 
 
 def _label_weight(labels: Array, at: Array, mask: Array | None, p: Plan, scale: float,
@@ -130,22 +136,16 @@ def _label_weight(labels: Array, at: Array, mask: Array | None, p: Plan, scale: 
     return np.full(labels.shape, a, dtype) if isinstance(a, float) else a
 
 
-def _smoothing_sums(d: Array, dw: Array | None, mask: Array | None,
-                    p: Plan) -> tuple[Any, Array]:
-    """``A = sum_c k_c w_c`` (per row, or one number) and ``B = sum_c k_c w_c d_c``, from
-    ``dw = d w`` when given. A mask tile with class weights and no ``dw`` zeroes ``d`` where
-    excluded (``exp(d)`` is summed through the mask anyway) to keep ``w`` on the ``[C]``
-    side of the dot."""
+def _smoothing_sums(d: Array, mask: Array | None, p: Plan) -> tuple[Any, Array]:
+    """``A = sum_c k_c w_c`` (per row, or one number) and ``B = sum_c k_c w_c d_c``. A mask
+    tile with class weights zeroes ``d`` where excluded (``exp(d)`` is summed through the
+    mask anyway), to keep ``w`` on the ``[C]`` side of the dot."""
     if mask is None:
-        if dw is not None:
-            return p.total, kernels.row_sum(dw)
         w = p.row_weights
         return p.total, kernels.row_sum(d) if w is None else kernels.row_dot(d, w)
     w = p.class_weights
     if w is None:
         return kernels.row_sum(mask), kernels.row_dot(d, mask)
-    if dw is not None:
-        return kernels.row_dot(mask, w), kernels.row_dot(dw, mask)
     np.multiply(d, mask, out=d)
     return kernels.row_dot(mask, w), kernels.row_dot(d, w)
 

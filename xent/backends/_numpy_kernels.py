@@ -64,30 +64,31 @@ try:  # NumPy 2 internals: the buffer size of ufunc calls, set like np.errstate
 
     _row_extobjs: dict[int, object] = {}
 
-    def per_row(ufunc: np.ufunc, a: Array, column: Array, out: Array) -> Array:
-        """``ufunc(a, column[:, None], out=out)`` for ``[rows, C]`` ``a``.
+    def by_rows(ufunc: np.ufunc, a: Array, b: Array, out: Array) -> Array:
+        """``ufunc(a, b, out=out)`` for ``[rows, C]`` ``a`` and a broadcast ``b`` (a column
+        ``[rows, 1]`` or a row ``[C]``).
 
-        NumPy merges the rows of such a call into long inner loops and copies the broadcast
-        column into a buffer to do so, which halves its speed for 512 <= C < 8192 (the
-        default buffer): a buffer of one row keeps one row per inner loop (errors ignored,
-        as inside ``quiet``)."""
+        NumPy merges the rows of such a call into inner loops of its buffer size (8192) by
+        copying the broadcast operand into a buffer, which costs a third to a half of the
+        call for 512 <= C < 8192: a buffer of one row keeps one row per inner loop (errors
+        ignored, as inside ``quiet``)."""
         size = a.shape[1] // 16 * 16
         if not 512 <= size < 8192:
-            return ufunc(a, column[:, None], out=out)
+            return ufunc(a, b, out=out)
         extobj = _row_extobjs.get(size)
         if extobj is None:
             extobj = _row_extobjs[size] = _make_extobj(all="ignore", bufsize=size)
         token = _extobj_contextvar.set(extobj)
         try:
-            return ufunc(a, column[:, None], out=out)
+            return ufunc(a, b, out=out)
         finally:
             _extobj_contextvar.reset(token)
 
 except ImportError:  # other NumPy versions
 
-    def per_row(ufunc: np.ufunc, a: Array, column: Array, out: Array) -> Array:
-        """``ufunc(a, column[:, None], out=out)`` for ``[rows, C]`` ``a``."""
-        return ufunc(a, column[:, None], out=out)
+    def by_rows(ufunc: np.ufunc, a: Array, b: Array, out: Array) -> Array:
+        """``ufunc(a, b, out=out)`` for ``[rows, C]`` ``a`` and a broadcast ``b``."""
+        return ufunc(a, b, out=out)
 
 
 _starts: dict[tuple[int, int], Array] = {}
@@ -113,24 +114,24 @@ def lead(x: Array) -> tuple[Array, Array]:
 
 def _log1p_rest(x: Array, flat: Array, m: Array, scratch: Array) -> Array:
     """``log1p(sum_{c != k} exp(x_c - m))`` per row: logsumexp(x) - m without rounding 1 + s'."""
-    e = per_row(np.subtract, x, m, scratch)
+    e = by_rows(np.subtract, x, m[:, None], scratch)
     np.exp(e, out=e)
     e.ravel()[flat] = 0.0  # drop the leading exp(0) = 1: log1p adds it back exactly
     return np.log1p(row_sum(e))
 
 
 def softmax(x: Array, out: Array) -> None:
-    per_row(np.subtract, x, x.max(axis=1), out)
+    by_rows(np.subtract, x, x.max(axis=1)[:, None], out)
     np.exp(out, out=out)
-    per_row(np.divide, out, row_sum(out), out)
+    by_rows(np.divide, out, row_sum(out)[:, None], out)
 
 
 def log_softmax(x: Array, out: Array, scratch: Array) -> None:
     flat, m = lead(x)
     rest = _log1p_rest(x, flat, m, scratch)
     rest += m - m  # +inf - +inf = NaN: a row with a +inf logit is NaN throughout
-    per_row(np.subtract, x, m, out)
-    per_row(np.subtract, out, rest, out)  # (x - m) - log1p(s'): exact for confident rows
+    by_rows(np.subtract, x, m[:, None], out)
+    by_rows(np.subtract, out, rest[:, None], out)  # (x - m) - log1p(s'): exact for confident rows
 
 
 def sparse_loss(labels: Array, x: Array, scratch: Array) -> Array:
@@ -148,7 +149,7 @@ def dense_loss(y: Array, x: Array, scratch: Array) -> Array:
 
     ``y`` is in the dtype of ``x``. BLAS dots do the weighted sums: no product array."""
     flat, m = lead(x)
-    d = per_row(np.subtract, x, m, scratch)  # x - m <= 0
+    d = by_rows(np.subtract, x, m[:, None], scratch)  # x - m <= 0
     below = row_dot(y, d)  # sum_c y_c (x_c - m) <= 0, before d becomes exp(d)
     np.exp(d, out=d)
     d.ravel()[flat] = 0.0  # drop the leading exp(0) = 1: log1p adds it back exactly

@@ -16,7 +16,6 @@ import numpy as np
 from xent import _options
 from xent.backends import _numpy_fused as fused
 from xent.backends import _numpy_kernels as kernels
-from xent.backends import _numpy_tiles as tiles
 from xent.backends._numpy_tiles import Layout, quiet, scratch
 
 Array = np.ndarray
@@ -102,7 +101,7 @@ def dense_tiled(backend: Any, labels: Array, logits: Array, axis: int,
                 opt: _options.Options) -> Array:
     """The dense loss with options, tile by tile: the fused kernels (``_numpy_fused``), and
     ``_options.dense_rows`` on the rows they flag as suspect."""
-    layout = _layout(logits, axis)  # six [rows, C] arrays per tile: smaller tiles
+    layout = Layout(logits.shape, axis)
     y3, m3, p = layout.view(labels), _mask(layout, logits, opt), _plan(layout, logits, opt)
     generic = _generic_options(opt, p)
 
@@ -159,12 +158,6 @@ def _sparse_rows(labels: Array, x: Array, mask: Array | None, p: fused.Plan,
         loss[at] = _options.sparse_rows(_TILE, labels[at], x[at], 1,
                                         _rows_of(generic, mask, p, at))
     return loss
-
-
-def _layout(logits: Array, axis: int) -> Layout:
-    """Tiles of ``OPTIONS_TILE_ELEMENTS``, at least 4 rows (each tile costs ~40 NumPy calls
-    on row-sized arrays)."""
-    return Layout(logits.shape, axis, max(tiles.OPTIONS_TILE_ELEMENTS, 4 * logits.shape[axis]))
 
 
 def _plan(layout: Layout, logits: Array, opt: _options.Options) -> fused.Plan:

@@ -23,9 +23,6 @@ import numpy as np
 #: cost more GIL hand-offs between the threads (each NumPy call releases and retakes it);
 #: measured best here between 2**18 and 2**20 (benchmarks/numpy_backend.py).
 TILE_ELEMENTS = 1 << 19
-#: Tiles of the dense loss with options (``_numpy_fused``: labels, logits and four scratch
-#: arrays per tile): a working set that stays in cache (measured best at 2**17).
-OPTIONS_TILE_ELEMENTS = 1 << 17
 PARALLEL_MIN_ELEMENTS = 1 << 17  # below this, threads cost more than they save
 
 _buffers: dict[int, dict[str, np.ndarray]] = {}  # thread id -> name -> reusable buffer
@@ -63,19 +60,17 @@ def release_scratch() -> None:
 class Layout:
     """An input of ``shape`` seen as ``[outer, classes]`` or ``[outer, classes, inner]``."""
 
-    def __init__(self, shape: tuple[int, ...], axis: int, elements: int | None = None) -> None:
-        """``elements``: about how many elements a tile holds (default ``TILE_ELEMENTS``)."""
-        elements = TILE_ELEMENTS if elements is None else min(elements, TILE_ELEMENTS)
+    def __init__(self, shape: tuple[int, ...], axis: int) -> None:
         self.outer = math.prod(shape[:axis])
         self.classes = shape[axis]
         self.inner = math.prod(shape[axis + 1 :])
         self.reduced_shape = shape[:axis] + shape[axis + 1 :]
         per_column = self.classes * self.inner
         if self.inner == 1:
-            self.tile_outer, self.tile_inner = max(1, elements // self.classes), 1
+            self.tile_outer, self.tile_inner = max(1, TILE_ELEMENTS // self.classes), 1
         else:
-            self.tile_inner = min(self.inner, max(1, elements // self.classes))
-            self.tile_outer = max(1, elements // (self.classes * self.tile_inner))
+            self.tile_inner = min(self.inner, max(1, TILE_ELEMENTS // self.classes))
+            self.tile_outer = max(1, TILE_ELEMENTS // (self.classes * self.tile_inner))
         self.size = self.outer * per_column
 
     def view(self, a: np.ndarray) -> np.ndarray:
