@@ -18,6 +18,12 @@ from xent.backends._base import numpy_dtype_name
 Array = Any
 F = TypeVar("F", bound=Callable[..., Any])
 _MISSING: Any = object()
+# the hot path's names, bound once (module attribute lookups cost ~20 ns each)
+_NDARRAY = np.ndarray
+_REDUCTIONS = _validate.REDUCTIONS
+_chosen_backend = _dispatch.chosen_backend
+_check_logits = _validate.check_logits
+_check_sparse_labels = _validate.check_sparse_labels
 
 
 def _keyword_only(fn: F) -> F:
@@ -37,6 +43,12 @@ def _prepare(
 ) -> tuple[Backend, Array, bool, tuple[int | None, ...], str, int]:
     """Pick the backend, bring ``logits`` to it and check them: ``(backend, logits,
     labels_are_neutral, shape, dtype name, axis)``. One call: this is the hot path."""
+    if (backend is None and type(logits) is _NDARRAY
+            and (labels is None or type(labels) is _NDARRAY)):  # NumPy arrays have no owner
+        be = _chosen_backend(None)
+        if _NDARRAY in be.native_types:
+            shape, dtype = logits.shape, numpy_dtype_name(logits.dtype)
+            return be, logits, True, shape, dtype, _check_logits(shape, dtype, axis)
     logits_owner = owner(logits, "logits")
     labels_owner = None if labels is None else owner(labels, "labels")
     be = pick(logits_owner, labels_owner, backend)
@@ -45,13 +57,6 @@ def _prepare(
     shape, dtype = be.shape(logits), be.dtype_name(logits)
     axis = _validate.check_logits(shape, dtype, axis)
     return be, logits, labels_owner is None, shape, dtype, axis
-
-
-def _neutral_labels(labels: Array) -> tuple[np.ndarray, str]:
-    """Framework-neutral labels as a NumPy array, and its dtype name."""
-    if type(labels) is not np.ndarray:
-        labels = np.asarray(labels)
-    return labels, numpy_dtype_name(labels.dtype)
 
 
 def _option_array(be: Backend, value: Any, name: str, logits: Array,
@@ -200,12 +205,14 @@ def softmax_cross_entropy_with_logits(
     if args or labels is _MISSING or logits is _MISSING:
         _missing(args, labels, logits, "softmax_cross_entropy_with_logits")
     be, logits, neutral, shape, dtype, axis = _prepare(logits, labels, axis, backend)
-    if reduction not in _validate.REDUCTIONS:
+    if reduction not in _REDUCTIONS:
         _validate.check_reduction(reduction)
     if neutral:
-        labels, labels_dtype = _neutral_labels(labels)
+        if type(labels) is not _NDARRAY:
+            labels = np.asarray(labels)
+        labels_dtype = numpy_dtype_name(labels.dtype)
         _validate.check_dense_labels(labels.shape, labels_dtype, shape)
-        if np.ndarray not in be.native_types:
+        if _NDARRAY not in be.native_types:
             labels = be.asarray(labels, like=logits, dtype=dtype)
     else:
         _validate.check_dense_labels(be.shape(labels), be.dtype_name(labels), shape)
@@ -269,19 +276,36 @@ def sparse_softmax_cross_entropy_with_logits(
     """
     if args or labels is _MISSING or logits is _MISSING:
         _missing(args, labels, logits, "sparse_softmax_cross_entropy_with_logits")
-    be, logits, neutral, shape, dtype, axis = _prepare(logits, labels, axis, backend)
-    if reduction not in _validate.REDUCTIONS:
-        _validate.check_reduction(reduction)
-    if neutral:
-        labels, labels_dtype = _neutral_labels(labels)
-        _validate.check_sparse_labels(labels.shape, labels_dtype, shape, axis)
-        if np.ndarray not in be.native_types:
-            labels = be.asarray(labels, like=logits)
-    else:
-        _validate.check_sparse_labels(be.shape(labels), be.dtype_name(labels), shape, axis)
     plain = (weights is None and class_weights is None and where is None
              and ignore_index is None and label_smoothing == 0.0
              and type(label_smoothing) is not bool)
+    if plain and backend is None and type(logits) is _NDARRAY and type(labels) is _NDARRAY:
+        be = _chosen_backend(None)  # the hot path: NumPy arrays, no options
+        if _NDARRAY in be.native_types:
+            shape = logits.shape
+            axis = _check_logits(shape, numpy_dtype_name(logits.dtype), axis)
+            if reduction != "none" and reduction not in _REDUCTIONS:
+                _validate.check_reduction(reduction)
+            _check_sparse_labels(labels.shape, numpy_dtype_name(labels.dtype), shape, axis)
+            bad = be.first_out_of_range(labels, num_classes := shape[axis])
+            if bad is not None:
+                raise _validate.label_out_of_range(bad, num_classes)
+            loss = be.sparse_softmax_cross_entropy_with_logits(labels, logits, axis)
+            if reduction == "none":
+                return loss
+            return be.reduce(loss, "mean" if reduction == "weighted_mean" else reduction)
+    be, logits, neutral, shape, dtype, axis = _prepare(logits, labels, axis, backend)
+    if reduction not in _REDUCTIONS:
+        _validate.check_reduction(reduction)
+    if neutral:
+        if type(labels) is not _NDARRAY:
+            labels = np.asarray(labels)
+        labels_dtype = numpy_dtype_name(labels.dtype)
+        _validate.check_sparse_labels(labels.shape, labels_dtype, shape, axis)
+        if _NDARRAY not in be.native_types:
+            labels = be.asarray(labels, like=logits)
+    else:
+        _validate.check_sparse_labels(be.shape(labels), be.dtype_name(labels), shape, axis)
     opt = None if plain else _options(be, logits, shape, dtype, axis, weights, class_weights,
                                       label_smoothing, where, ignore_index)
     num_classes = shape[axis]

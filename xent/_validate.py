@@ -79,8 +79,11 @@ def check_sparse_labels(shape: Shape, dtype: str, logits_shape: Shape, axis: int
     """Sparse labels: an integer dtype and the shape of logits without ``axis``."""
     if dtype not in INTEGER_DTYPES:
         raise TypeError(f"labels: sparse labels must be integer class indices, got dtype {dtype}")
-    expected = tuple(logits_shape[:axis]) + tuple(logits_shape[axis + 1 :])
-    if shape != expected and not _compatible(shape, expected):
+    if axis == len(logits_shape) - 1:  # the common case, one slice
+        expected = logits_shape[:axis]
+    else:
+        expected = tuple(logits_shape[:axis]) + tuple(logits_shape[axis + 1 :])
+    if shape != expected and not _compatible(shape, tuple(expected)):
         raise ValueError(
             f"labels: shape {_fmt(shape)} does not match {_fmt(expected)}, the logits shape "
             f"{_fmt(logits_shape)} without the class axis {axis}"

@@ -88,11 +88,11 @@ class NumpyBackend(options.NumpyArrayOps, Backend):
         return np.asarray(x)
 
     def first_out_of_range(self, labels: np.ndarray, num_classes: int) -> int | None:
-        if labels.size <= small.MAX_ELEMENTS:
-            values = labels.ravel().tolist()
-            if not values or (min(values) >= 0 and max(values) < num_classes):
-                return None
-            return next(v for v in values if not 0 <= v < num_classes)
+        if labels.size <= 64:  # a Python loop beats two NumPy reductions
+            for value in labels.ravel().tolist() if labels.ndim != 1 else labels.tolist():
+                if not 0 <= value < num_classes:
+                    return value
+            return None
         if labels.dtype.kind == "i":  # negative labels wrap to huge unsigned values
             unsigned = labels.view(np.dtype(f"u{labels.dtype.itemsize}"))
         else:

@@ -72,9 +72,9 @@ def sparse_loss(labels: Array, x: Array, mask: Array | None,
     e = p.smoothing
     if e:
         total, dots = _smoothing_sums(d, mask, p)  # may zero d where excluded
-    if e == 1.0:  # the labels do not matter (and 0 * inf must not appear)
-        u = lin = 0.0
-    else:
+    u: Any = 0.0
+    lin: Any = 0.0
+    if e != 1.0:  # e = 1: the labels do not matter (and 0 * inf must not appear)
         at = labels + kernels.row_starts(x)
         u = _label_weight(labels, at, mask, p, 1.0 - e, x.dtype)
         lin = u * d.ravel().take(at)

@@ -141,7 +141,8 @@ def sparse_tiled(backend: Any, labels: Array, logits: Array, axis: int,
                                           else mask[kept], p, generic)
             return loss
         values = _sparse_rows(np.where(ignored, 0, picked), x, mask, p, generic, ignored)
-        return np.copyto(loss, values, where=~ignored) or loss
+        np.copyto(loss, values, where=~ignored)
+        return loss
 
     return _weighted(backend._reduce_rows(logits, layout, rows), opt)
 
