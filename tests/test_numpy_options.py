@@ -219,3 +219,43 @@ def test_the_conformance_option_cases_pass_through_the_fused_kernels(monkeypatch
             failed = [r for r in records if r.passed is False]
             assert not failed, "\n" + report.failures(failed)
             assert any(r.passed for r in records), name
+
+
+@pytest.mark.parametrize("kind", ["dense", "sparse"])
+def test_1024_x_128256_float32_with_every_option_runs_in_64_mib_extra(kind: str) -> None:
+    """The fused kernels keep the backend's memory bound: a few tile-sized scratch arrays
+    per thread, whatever the options (``where`` here is a full mask, the costliest)."""
+    import gc
+    import tracemalloc
+
+    n, classes = 1024, 128256
+    logits = np.empty((n, classes), np.float32)
+    logits[:] = np.linspace(-8, 8, classes, dtype=np.float32)  # 525 MB
+    where = np.ones((n, classes), bool)
+    where[:, ::7] = False
+    options = dict(weights=np.linspace(0.5, 1.5, n), class_weights=np.linspace(1, 2, classes),
+                   label_smoothing=0.1, where=where)
+    if kind == "dense":
+        labels = np.full_like(logits, 1.0 / classes)
+
+        def run():  # type: ignore[no-untyped-def]
+            return xent.softmax_cross_entropy_with_logits(labels=labels, logits=logits,
+                                                          **options)
+    else:
+        index = np.arange(n) * 101 + 1
+        index[::3] = IGNORE
+
+        def run():  # type: ignore[no-untyped-def]
+            return xent.sparse_softmax_cross_entropy_with_logits(
+                labels=index, logits=logits, ignore_index=IGNORE, **options)
+
+    _numpy_tiles.release_scratch()  # count the scratch buffers the call allocates
+    gc.collect()
+    tracemalloc.start()
+    try:
+        loss = run()
+        extra = tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+    assert extra <= 64, f"{kind}: {extra:.1f} MiB of extra peak memory"
+    assert np.isfinite(loss).all()
