@@ -129,22 +129,34 @@ def sparse_tiled(backend: Any, labels: Array, logits: Array, axis: int,
 
     def rows(tile: tuple[int, int, int, int], x: Array) -> Array:
         picked = layout.reduced_tile(l2, tile).reshape(-1)
-        mask = None if m3 is None else layout.rows(m3, tile, x.dtype, "m")
+        block = None if m3 is None else layout.rows(m3, tile, None, "mb")  # boolean
         ignored = None if opt.ignore_index is None else picked == opt.ignore_index
         if ignored is None or not ignored.any():
-            return _sparse_rows(picked, x, mask, p, generic)
+            return _sparse_rows(picked, x, _floats(block, x.dtype), p, generic)
         loss = np.zeros(picked.shape, x.dtype)  # an ignored row is never read
-        if 2 * np.count_nonzero(ignored) > ignored.size:  # mostly padding: gather the rest
-            kept = np.flatnonzero(~ignored)
-            if kept.size:
-                loss[kept] = _sparse_rows(picked[kept], x[kept], None if mask is None
-                                          else mask[kept], p, generic)
-            return loss
-        values = _sparse_rows(np.where(ignored, 0, picked), x, mask, p, generic, ignored)
-        np.copyto(loss, values, where=~ignored)
+        kept = np.flatnonzero(~ignored)
+        if 2 * kept.size > ignored.size:  # cheaper to compute the ignored rows than to gather
+            values = _sparse_rows(np.where(ignored, 0, picked), x, _floats(block, x.dtype), p,
+                                  generic, ignored)
+            np.copyto(loss, values, where=~ignored)
+        elif kept.size:  # mostly padding: gather the rows not ignored
+            x = np.take(x, kept, axis=0, out=scratch("kept", (kept.size, x.shape[1]), x.dtype))
+            if block is not None:
+                block = np.take(block, kept, axis=0,
+                                out=scratch("kept mask", x.shape, block.dtype))
+            loss[kept] = _sparse_rows(picked[kept], x, _floats(block, x.dtype), p, generic)
         return loss
 
     return _weighted(backend._reduce_rows(logits, layout, rows), opt)
+
+
+def _floats(block: Array | None, dtype: np.dtype) -> Array | None:
+    """A boolean mask tile as 0/1 in ``dtype`` (scratch), for the fused kernels' BLAS dots."""
+    if block is None:
+        return None
+    out = scratch("m", block.shape, dtype)
+    np.copyto(out, block, casting="unsafe")
+    return out
 
 
 def _sparse_rows(labels: Array, x: Array, mask: Array | None, p: fused.Plan,
