@@ -259,3 +259,19 @@ def test_1024_x_128256_float32_with_every_option_runs_in_64_mib_extra(kind: str)
         tracemalloc.stop()
     assert extra <= 64, f"{kind}: {extra:.1f} MiB of extra peak memory"
     assert np.isfinite(loss).all()
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int32, np.uint64])
+def test_every_integer_label_dtype_takes_the_kernels(dtype) -> None:  # type: ignore[no-untyped-def]
+    """Labels of any integer dtype beyond the tiny path (uint64 + int64 offsets would
+    promote to float64 indices), with and without options."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(9, 100)).astype(np.float32)
+    labels = rng.integers(0, 100, 9).astype(dtype)
+    expected = [xent.sparse_softmax_cross_entropy_with_logits(labels=labels.astype(np.int64),
+                                                              logits=x, **options)
+                for options in ({}, dict(label_smoothing=0.1, where=x > -1))]
+    got = [xent.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=x, **options)
+           for options in ({}, dict(label_smoothing=0.1, where=x > -1))]
+    for g, e in zip(got, expected):
+        np.testing.assert_array_equal(g, e)

@@ -67,6 +67,7 @@ def sparse_loss(labels: Array, x: Array, mask: Array | None,
                 p: Plan) -> tuple[Array, Array | None]:
     """Per-row loss and suspect rows (None: none) for integer ``labels`` (``[rows]``, in
     range); ``mask``: the ``where`` tile as 0/1 floats, or None (``p.row_mask`` or none)."""
+    labels = labels.astype(np.intp, copy=False)  # uint64 + int64 would promote to float64
     flat, m = kernels.lead(x)
     d = kernels.by_rows(np.subtract, x, m[:, None], scratch("e", x.shape, x.dtype))
     e = p.smoothing

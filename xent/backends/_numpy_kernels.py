@@ -152,7 +152,7 @@ def sparse_loss(labels: Array, x: Array, scratch: Array) -> Array:
     """``(m - x[label]) + log1p(s')`` per row; labels already checked to be in range."""
     flat, m = lead(x)
     rest = _log1p_rest(x, flat, m, scratch)
-    picked = x.ravel().take(labels + row_starts(x))
+    picked = x.ravel().take(np.add(labels, row_starts(x), dtype=np.intp, casting="unsafe"))
     loss = (m - picked) + rest
     loss += m - m  # NaN for a row with a +inf logit (its leading term was dropped above)
     return loss

@@ -1,9 +1,11 @@
 """Loss options on the NumPy backend: the array operations, and the options tile by tile.
 
-The options are composed by ``xent._options`` (the same formula on every backend). On
-NumPy that composition runs on one ``[rows, C]`` tile at a time, inside the backend's tiling
-and threads, so that masking, smoothing and class weights never allocate an array the size
-of the input (the NumPy backend's memory bound holds with options too).
+The options mean what ``xent._options`` composes (the same formula on every backend). On
+NumPy they run inside the backend's tiling and threads, one ``[rows, C]`` tile at a time, so
+that masking, smoothing and class weights never allocate an array the size of the input:
+folded into the row kernels' passes by ``_numpy_fused``, with ``_options.dense_rows`` /
+``sparse_rows`` (on this module's NumPy operations) as the fallback for the rows the fused
+arithmetic flags (NaN, ``0 * -inf``, cancellation) and for inputs of a few dozen elements.
 """
 
 from __future__ import annotations
