@@ -21,9 +21,10 @@ _MISSING: Any = object()
 # the hot path's names, bound once (module attribute lookups cost ~20 ns each)
 _NDARRAY = np.ndarray
 _REDUCTIONS = _validate.REDUCTIONS
-_chosen_backend = _dispatch.chosen_backend
+_neutral_backend = _dispatch.neutral_backend
 _check_logits = _validate.check_logits
 _check_sparse_labels = _validate.check_sparse_labels
+_NO_SMOOTHING = 0.0  # the default label_smoothing object: ``is`` tells it apart fastest
 
 
 def _keyword_only(fn: F) -> F:
@@ -45,7 +46,7 @@ def _prepare(
     labels_are_neutral, shape, dtype name, axis)``. One call: this is the hot path."""
     if (backend is None and type(logits) is _NDARRAY
             and (labels is None or type(labels) is _NDARRAY)):  # NumPy arrays have no owner
-        be = _chosen_backend(None)
+        be = _neutral_backend()
         if _NDARRAY in be.native_types:
             shape, dtype = logits.shape, numpy_dtype_name(logits.dtype)
             return be, logits, True, shape, dtype, _check_logits(shape, dtype, axis)
@@ -243,7 +244,7 @@ def sparse_softmax_cross_entropy_with_logits(
     reduction: str = "none",
     weights: Array | None = None,
     class_weights: Array | None = None,
-    label_smoothing: float = 0.0,
+    label_smoothing: float = _NO_SMOOTHING,
     where: Array | None = None,
     ignore_index: int | None = None,
     backend: str | Backend | None = None,
@@ -277,19 +278,25 @@ def sparse_softmax_cross_entropy_with_logits(
     if args or labels is _MISSING or logits is _MISSING:
         _missing(args, labels, logits, "sparse_softmax_cross_entropy_with_logits")
     plain = (weights is None and class_weights is None and where is None
-             and ignore_index is None and label_smoothing == 0.0
-             and type(label_smoothing) is not bool)
+             and ignore_index is None and (label_smoothing is _NO_SMOOTHING or (
+                 label_smoothing == 0.0 and type(label_smoothing) is not bool)))
     if plain and backend is None and type(logits) is _NDARRAY and type(labels) is _NDARRAY:
-        be = _chosen_backend(None)  # the hot path: NumPy arrays, no options
+        be = _neutral_backend()  # the hot path: NumPy arrays, no options
         if _NDARRAY in be.native_types:
             shape = logits.shape
             axis = _check_logits(shape, numpy_dtype_name(logits.dtype), axis)
             if reduction != "none" and reduction not in _REDUCTIONS:
                 _validate.check_reduction(reduction)
             _check_sparse_labels(labels.shape, numpy_dtype_name(labels.dtype), shape, axis)
-            bad = be.first_out_of_range(labels, num_classes := shape[axis])
-            if bad is not None:
-                raise _validate.label_out_of_range(bad, num_classes)
+            num_classes = shape[axis]
+            if labels.ndim == 1 and labels.size <= 64:  # a few labels: checked right here
+                for bad in labels.tolist():
+                    if not 0 <= bad < num_classes:
+                        raise _validate.label_out_of_range(bad, num_classes)
+            else:
+                bad = be.first_out_of_range(labels, num_classes)
+                if bad is not None:
+                    raise _validate.label_out_of_range(bad, num_classes)
             loss = be.sparse_softmax_cross_entropy_with_logits(labels, logits, axis)
             if reduction == "none":
                 return loss
