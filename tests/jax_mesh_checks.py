@@ -260,7 +260,8 @@ def shard_map() -> None:
     small = np.where(np.arange(8) == 3, -np.inf, np.cos(np.arange(64.0)).reshape(8, 8))
     tiny = jax.shard_map(per_device["dense"][0], mesh=mesh, in_specs=(X, X), out_specs=L)
     soft = np.where(np.isfinite(small), 1 / 8, 0)
-    got = jax.jit(jax.hessian(lambda x: tiny(soft, x).sum()))(_placed(mesh, (small, X))[0])
+    soft_placed, small_placed = _placed(mesh, (soft, X), (small, X))
+    got = jax.jit(jax.hessian(lambda x: tiny(soft_placed, x).sum()))(small_placed)
     want = jax.hessian(lambda x: xent.softmax_cross_entropy_with_logits(
         labels=soft, logits=x).sum())(small)
     check("shard_map", close(got, want, 1e-12, 1e-14), "hessian through shard_map differs")

@@ -96,6 +96,14 @@ def chosen_backend(explicit: str | Backend | None) -> Backend:
     return _default[0]
 
 
+def neutral_backend() -> Backend:
+    """:func:`chosen_backend` when no ``backend=`` is given (every call's hot path)."""
+    chosen = _chosen.get()
+    if chosen is None:
+        chosen = _default[0] if _default else chosen_backend(None)
+    return chosen
+
+
 def forget_environment() -> None:
     """Read ``XENT_BACKEND`` again at the next call (for tests)."""
     _default.clear()

@@ -89,12 +89,16 @@ def get(name: str) -> Backend:
 
 def _import(module: str) -> Any:
     """``importlib.import_module(module)``. torch's backend is imported by an import
-    statement: ``torch.compile`` runs those while it traces (an importlib call breaks its
+    statement (so is DTensor's): ``torch.compile`` runs those while it traces (an importlib call breaks its
     graph), so the first xent call of a process may be inside a compiled function."""
     if module == "xent.backends._torch":
         from xent.backends import _torch
 
         return _torch
+    if module == "xent.backends._torch_dtensor":  # torch.compile imports DTensor itself
+        from xent.backends import _torch_dtensor
+
+        return _torch_dtensor
     return importlib.import_module(module)
 
 
