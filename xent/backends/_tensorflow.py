@@ -20,9 +20,12 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from xent import _options
 from xent.backends import _tensorflow_checks as checks
+from xent.backends import _tensorflow_fused as fused
 from xent.backends import _tensorflow_modes
 from xent.backends import _tensorflow_ops as ops
+from xent.backends import _tensorflow_small as small
 from xent.backends._base import Backend
 from xent.backends._tensorflow_options import TensorFlowArrayOps
 
@@ -127,14 +130,30 @@ class TensorFlowBackend(TensorFlowArrayOps, Backend):
         return _returned(ops.log_softmax(checks.logits(_compute(logits), axis), axis), logits)
 
     def softmax_cross_entropy_with_logits(self, labels: Any, logits: Any, axis: int) -> Any:
+        if small.fits(logits, axis):
+            return small.dense(labels, logits)
         y, x = checks.dense(_compute(labels), _compute(logits), axis)
         return _returned(ops.dense(y, x, axis), logits)
 
     def sparse_softmax_cross_entropy_with_logits(
         self, labels: Any, logits: Any, axis: int
     ) -> Any:
+        if small.fits(logits, axis):
+            return small.sparse(labels, logits)
         y, x = checks.sparse(tf.convert_to_tensor(labels), _compute(logits), axis)
         return _returned(ops.sparse_along(y, x, axis), logits)
+
+    # -- loss options: folded into the formulation where the ranks are known (_tensorflow_fused)
+    def softmax_cross_entropy_with_options(self, labels: Any, logits: Any, axis: int,
+                                           options: _options.Options) -> Any:
+        loss = fused.dense_rows(labels, logits, axis, options)
+        return _options.dense_rows(self, labels, logits, axis, options) if loss is None else loss
+
+    def sparse_softmax_cross_entropy_with_options(self, labels: Any, logits: Any, axis: int,
+                                                  options: _options.Options) -> Any:
+        loss = fused.sparse_rows(labels, logits, axis, options)
+        return (_options.sparse_rows(self, labels, logits, axis, options) if loss is None
+                else loss)
 
     # -- conformance hooks -----------------------------------------------------------------
     def run(self, mode: str, fn: Callable[..., Any], *args: np.ndarray) -> Any:

@@ -1,0 +1,206 @@
+"""Loss options folded into TensorFlow's loss formulation: fast paths of ``xent._options``.
+
+``xent._options`` composes the options from whole-array operations: sparse labels become a
+one-hot array as soon as ``where`` or label smoothing is given, ``ignore_index`` rewrites the
+logits of the ignored rows, smoothing rewrites the labels. In TF eager each of those is a
+pass over the ``[rows, C]`` memory. Here the options enter as row quantities around the one
+``shifted`` pass of ``_tensorflow_ops``. Per row, classes last, with ``x~`` the logits with
+the classes excluded by ``where`` at ``-inf``, ``d = x~ - max``, ``log_z = logsumexp(x~) -
+max``, ``m`` the mask, ``w`` the class weights (1 without), ``e`` the smoothing, ``b = e / C``,
+``v = m w``, ``V = sum_c v_c`` and ``S = sum_c v_c d_c``:
+
+    sparse:  loss = a (log_z - d_l) + b (V log_z - S),       a = (1 - e) w_l m_l
+    dense:   loss = (1 - e) (U log_z - sum_c u_c d_c) + b (V log_z - S),   u = m w y
+
+which is ``_options``' ``sum_c w_c y~_c (log_z - d_c)`` with ``y~ = ((1 - e) y + e / C) m``
+expanded (``y`` one-hot for sparse labels). Every term is a sum of non-negative parts, so
+the loss stays relatively accurate. A zero ``a`` or ``v_c`` adds exactly 0, also against an
+infinite ``log_z - d`` (a label on an excluded class, or of weight 0, at a ``-inf`` logit);
+a NaN row stays NaN. ``ignore_index``: the row's label is replaced by 0, its loss by 0, and
+its gradient is 0 (``_tensorflow_fused_kernels``): the logits are not rewritten, so a NaN
+in an ignored row costs nothing and changes nothing (its second derivatives, through TF's
+own ``exp`` gradient, are NaN). Row weights multiply the result.
+
+Not handled here (the caller composes ``_options`` instead): logits or a mask of unknown
+rank.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+
+from xent import _options
+from xent.backends import _tensorflow_checks as checks
+from xent.backends import _tensorflow_fused_kernels as kernels
+from xent.backends import _tensorflow_ops as ops
+from xent.backends._tensorflow_options import TensorFlowArrayOps
+
+_HALF = (tf.float16, tf.bfloat16)
+_ARRAY_OPS = TensorFlowArrayOps()
+
+
+class _Layout:
+    """The logits as ``[rows, C]`` with the classes last (and back to the loss shape)."""
+
+    def __init__(self, x: tf.Tensor, axis: int) -> None:
+        self.rank = rank = x.shape.rank
+        self.axis = axis % rank
+        self.perm = None
+        if self.axis != rank - 1:
+            self.perm = [*range(self.axis), *range(self.axis + 1, rank), self.axis]
+            x = tf.transpose(x, self.perm)
+        self.full = x  # classes last, rank kept
+        self.static_c = x.shape[-1]
+        self.c = self.static_c if self.static_c is not None else tf.shape(x)[-1]
+        self.rows = tf.reshape(x, [-1, self.c])
+        self.loss_shape = x.shape[:-1] if x.shape[:-1].is_fully_defined() else tf.shape(x)[:-1]
+
+    def mask(self, m: tf.Tensor) -> tf.Tensor:
+        """A mask broadcastable to the logits as ``[rows or 1, C]``."""
+        m = tf.reshape(m, [1] * (self.rank - m.shape.rank) + _dims(m))
+        if self.perm is not None:
+            m = tf.transpose(m, self.perm)
+        if m.shape[:-1].is_fully_defined() and all(d == 1 for d in m.shape[:-1]):
+            if m.shape[-1] is not None and m.shape[-1] == self.static_c:
+                return tf.reshape(m, [1, -1])
+        if m.shape != self.full.shape or not m.shape.is_fully_defined():
+            m = tf.broadcast_to(m, tf.shape(self.full))
+        return tf.reshape(m, [-1, self.c])
+
+    def labels(self, y: tf.Tensor) -> tf.Tensor:
+        """Dense labels of the logits' shape as ``[rows, C]``."""
+        return tf.reshape(y if self.perm is None else tf.transpose(y, self.perm), [-1, self.c])
+
+    def rows_of(self, t: tf.Tensor) -> tf.Tensor:
+        return tf.reshape(t, [-1])
+
+    def loss(self, per_row: tf.Tensor) -> tf.Tensor:
+        return tf.reshape(per_row, self.loss_shape)
+
+
+def _dims(t: tf.Tensor) -> list[Any]:
+    """The shape of ``t``, static where known."""
+    if t.shape.is_fully_defined():
+        return t.shape.as_list()
+    dynamic = tf.shape(t)
+    return [d if d is not None else dynamic[i] for i, d in enumerate(t.shape.as_list())]
+
+
+def _compute(x: Any) -> tf.Tensor:
+    x = tf.convert_to_tensor(x)
+    return tf.cast(x, tf.float32) if x.dtype in _HALF else x
+
+
+def _returned(value: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
+    return value if value.dtype == like.dtype.base_dtype else tf.cast(value, like.dtype)
+
+
+def _handles(logits: tf.Tensor, opt: _options.Options) -> bool:
+    return logits.shape.rank is not None and (opt.where is None
+                                              or opt.where.shape.rank is not None)
+
+
+def _smoothing(opt: _options.Options, layout: _Layout, dtype: tf.DType) -> Any:
+    """``b = e / C``: a Python float when ``C`` is static."""
+    if layout.static_c is not None:
+        return opt.label_smoothing / layout.static_c
+    return tf.cast(opt.label_smoothing, dtype) / tf.cast(layout.c, dtype)
+
+
+def _kept(m: tf.Tensor | None, w: tf.Tensor | None, dtype: tf.DType) -> tf.Tensor | None:
+    """The mask as 0/1 in ``dtype``, also 0 where the class weight is 0 (such a class adds
+    nothing, and ``multiply_no_nan`` by the mask then keeps ``0 * -inf`` out of sums)."""
+    if m is None:
+        return None
+    if w is not None:
+        m = tf.logical_and(m, tf.not_equal(w, tf.zeros([], w.dtype)))
+    return tf.cast(m, dtype)
+
+
+def _kept_weight(w: tf.Tensor | None, kept: tf.Tensor | None, layout: _Layout,
+                 dtype: tf.DType) -> Any:
+    """``V = sum_c m_c w_c`` per row (a scalar without a mask)."""
+    if kept is None:
+        return tf.cast(layout.c, dtype) if w is None else tf.reduce_sum(w)
+    return tf.reduce_sum(kept, 1) if w is None else tf.linalg.matvec(kept, w)
+
+
+def sparse_rows(labels: Any, logits: Any, axis: int, opt: _options.Options) -> Any:
+    """The per-row sparse loss with ``opt`` (before the reduction); None: not handled."""
+    logits = tf.convert_to_tensor(logits)
+    if not _handles(logits, opt):
+        return None
+    labels, x = checks.sparse(tf.convert_to_tensor(labels), _compute(logits), axis)
+    layout = _Layout(x, axis)
+    x, dtype = layout.rows, layout.rows.dtype
+    index = layout.rows_of(labels)
+    if index.dtype not in (tf.int32, tf.int64):
+        index = tf.cast(index, tf.int64)  # uint64 beyond int64 wraps negative: invalid
+    ignored = None
+    if opt.ignore_index is not None:
+        ignored = _ARRAY_OPS.equal(index, opt.ignore_index)
+        index = tf.where(ignored, tf.zeros([], index.dtype), index)
+    valid = None
+    if not tf.executing_eagerly():  # out of range while tracing: NaN (eager: checked)
+        unsigned = tf.uint32 if index.dtype == tf.int32 else tf.uint64  # -1 wraps high
+        valid = tf.cast(index, unsigned) < tf.cast(layout.c, unsigned)
+        index = tf.where(valid, index, tf.zeros([], index.dtype))
+    m = None if opt.where is None else layout.mask(opt.where)
+    w = None if opt.class_weights is None else _compute(opt.class_weights)
+    kept = _kept(m, w, dtype) if opt.smooths else None
+    if m is not None:
+        x = tf.where(m, x, tf.constant(-float("inf"), dtype))
+    stats = kernels.sparse_stats(index, x, w, kept, opt.smooths)
+    log_z = stats[0]
+    loss = log_z - stats[1]
+    a = None  # the label's coefficient, 1 if None
+    if opt.smooths:
+        a = tf.constant(1.0 - opt.label_smoothing, dtype)
+    if w is not None:
+        w_l = tf.gather(w, index)
+        a = w_l if a is None else a * w_l
+    if m is not None:
+        at_label = (tf.gather(m[0], index) if m.shape[0] == 1
+                    else tf.gather(m, index, batch_dims=1))
+        a = tf.where(at_label, tf.ones([], dtype) if a is None else a, tf.zeros([], dtype))
+    if a is not None:  # a = 0 adds exactly 0 (also to log_z - d_l = inf); NaN rows stay
+        loss = tf.math.multiply_no_nan(loss, a) + log_z * 0.0
+    if opt.smooths:
+        b = _smoothing(opt, layout, dtype)
+        loss = loss + b * (_kept_weight(w, kept, layout, dtype) * log_z - stats[2])
+    if ignored is not None:
+        loss = tf.where(ignored, tf.zeros([], dtype), loss)
+    if valid is not None:
+        loss = tf.where(valid, loss, tf.constant(float("nan"), dtype))
+    loss = _returned(layout.loss(loss), logits)
+    return loss if opt.weights is None else loss * opt.weights
+
+
+def dense_rows(labels: Any, logits: Any, axis: int, opt: _options.Options) -> Any:
+    """The per-row dense loss with ``opt`` (before the reduction); None: not handled."""
+    logits = tf.convert_to_tensor(logits)
+    if not _handles(logits, opt):
+        return None
+    y, x = checks.dense(_compute(labels), _compute(logits), axis)
+    layout = _Layout(x, axis)
+    x, dtype = layout.rows, layout.rows.dtype
+    u = layout.labels(y)
+    m = None if opt.where is None else layout.mask(opt.where)
+    w = None if opt.class_weights is None else _compute(opt.class_weights)
+    kept = _kept(m, w, dtype)
+    if m is not None:
+        x = tf.where(m, x, tf.constant(-float("inf"), dtype))
+        u = tf.math.multiply_no_nan(u, kept)  # 0 at an excluded class, even for a NaN label
+    if w is not None:
+        u = u * w
+    if not opt.smooths:
+        loss = ops.dense(u, x, 1)
+    else:
+        main, log_z, s = kernels.dense_stats(u, x, w, kept)
+        b = _smoothing(opt, layout, dtype)
+        loss = (1.0 - opt.label_smoothing) * main + b * (
+            _kept_weight(w, kept, layout, dtype) * log_z - s)
+    loss = _returned(layout.loss(loss), logits)
+    return loss if opt.weights is None else loss * opt.weights
