@@ -438,7 +438,7 @@ TB = xent.backends.get("torch")
 def test_conformance_hooks_are_exact_on_masked_classes(mode: str) -> None:
     from xent.conformance.runner import functions  # the runner's calls: compiled code is shared
 
-    fns = functions("seed", "float32", TB)  # axis -1, no options
+    fns = functions("masked", "float32", TB)  # the plain calls (axis -1, no options)
     d, s = masked("dense"), masked("sparse")
     y, x, index = (t.numpy() for t in (d.labels, d.logits, s.labels))
     y32, x32, v32, vy32 = (a.astype(np.float32) for a in (y, x, d.v.numpy(), d.v_labels.numpy()))

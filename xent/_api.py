@@ -19,6 +19,13 @@ Array = Any
 Shape = tuple["int | None", ...] | None  # None: a rank unknown while tracing (TF)
 F = TypeVar("F", bound=Callable[..., Any])
 _MISSING: Any = object()
+# the hot path's names, bound once (module attribute lookups cost ~20 ns each)
+_NDARRAY = np.ndarray
+_REDUCTIONS = _validate.REDUCTIONS
+_neutral_backend = _dispatch.neutral_backend
+_check_logits = _validate.check_logits
+_check_sparse_labels = _validate.check_sparse_labels
+_NO_SMOOTHING = 0.0  # the default label_smoothing object: ``is`` tells it apart fastest
 
 
 def _keyword_only(fn: F) -> F:
@@ -39,6 +46,12 @@ def _prepare(
     """Pick the backend, bring ``logits`` to it and check them: ``(backend, logits,
     labels_are_neutral, shape, dtype name, axis)``. One call: this is the hot path.
     ``shape`` is None for an unknown rank; ``axis`` is then as given, maybe negative."""
+    if (backend is None and type(logits) is _NDARRAY
+            and (labels is None or type(labels) is _NDARRAY)):  # NumPy arrays have no owner
+        be = _neutral_backend()
+        if _NDARRAY in be.native_types:
+            shape, dtype = logits.shape, numpy_dtype_name(logits.dtype)
+            return be, logits, True, shape, dtype, _check_logits(shape, dtype, axis)
     logits_owner = owner(logits, "logits")
     labels_owner = None if labels is None else owner(labels, "labels")
     be = pick(logits_owner, labels_owner, backend)
@@ -47,13 +60,6 @@ def _prepare(
     shape, dtype = be.shape(logits), be.dtype_name(logits)
     axis = _validate.check_logits(shape, dtype, axis)
     return be, logits, labels_owner is None, shape, dtype, axis
-
-
-def _neutral_labels(labels: Array) -> tuple[np.ndarray, str]:
-    """Framework-neutral labels as a NumPy array, and its dtype name."""
-    if type(labels) is not np.ndarray:
-        labels = np.asarray(labels)
-    return labels, numpy_dtype_name(labels.dtype)
 
 
 def _option_array(be: Backend, value: Any, name: str, logits: Array,
@@ -76,7 +82,10 @@ def _option_array(be: Backend, value: Any, name: str, logits: Array,
             return array  # the NumPy backend casts block by block
         return be.asarray(array, like=logits, dtype=dtype)
     if found is not be:
-        raise _validate.mixed_frameworks(be.name, found.name, name)
+        if _dispatch.foreign(be, found):
+            raise _validate.mixed_frameworks(be.name, found.name, name)
+        check(be.shape(value), be.dtype_name(value))
+        return be.asarray(value, like=logits, dtype=dtype)  # accepted: converted like NumPy
     check(be.shape(value), be.dtype_name(value))
     return value if dtype is None else be.cast(value, dtype)
 
@@ -207,14 +216,16 @@ def softmax_cross_entropy_with_logits(
     if args or labels is _MISSING or logits is _MISSING:
         _missing(args, labels, logits, "softmax_cross_entropy_with_logits")
     be, logits, neutral, shape, dtype, axis = _prepare(logits, labels, axis, backend)
-    if reduction not in _validate.REDUCTIONS:
+    if reduction not in _REDUCTIONS:
         _validate.check_reduction(reduction)
     if neutral and (adopted := be.adopt(labels, logits)) is not None:
         labels, neutral = adopted, False  # a tracer that cannot read NumPy (torch.compile)
     if neutral:
-        labels, labels_dtype = _neutral_labels(labels)
+        if type(labels) is not _NDARRAY:
+            labels = np.asarray(labels)
+        labels_dtype = numpy_dtype_name(labels.dtype)
         _validate.check_dense_labels(labels.shape, labels_dtype, shape)
-        if np.ndarray not in be.native_types:
+        if _NDARRAY not in be.native_types:
             labels = be.asarray(labels, like=logits, dtype=dtype)
     else:
         _validate.check_dense_labels(be.shape(labels), be.dtype_name(labels), shape)
@@ -245,7 +256,7 @@ def sparse_softmax_cross_entropy_with_logits(
     reduction: str = "none",
     weights: Array | None = None,
     class_weights: Array | None = None,
-    label_smoothing: float = 0.0,
+    label_smoothing: float = _NO_SMOOTHING,
     where: Array | None = None,
     ignore_index: int | None = None,
     backend: str | Backend | None = None,
@@ -278,21 +289,44 @@ def sparse_softmax_cross_entropy_with_logits(
     """
     if args or labels is _MISSING or logits is _MISSING:
         _missing(args, labels, logits, "sparse_softmax_cross_entropy_with_logits")
+    plain = (weights is None and class_weights is None and where is None
+             and ignore_index is None and (label_smoothing is _NO_SMOOTHING or (
+                 label_smoothing == 0.0 and type(label_smoothing) is not bool)))
+    if plain and backend is None and type(logits) is _NDARRAY and type(labels) is _NDARRAY:
+        be = _neutral_backend()  # the hot path: NumPy arrays, no options
+        if _NDARRAY in be.native_types:
+            shape = logits.shape
+            axis = _check_logits(shape, numpy_dtype_name(logits.dtype), axis)
+            if reduction != "none" and reduction not in _REDUCTIONS:
+                _validate.check_reduction(reduction)
+            _check_sparse_labels(labels.shape, numpy_dtype_name(labels.dtype), shape, axis)
+            num_classes = shape[axis]
+            if labels.ndim == 1 and labels.size <= 64:  # a few labels: checked right here
+                for bad in labels.tolist():
+                    if not 0 <= bad < num_classes:
+                        raise _validate.label_out_of_range(bad, num_classes)
+            else:
+                bad = be.first_out_of_range(labels, num_classes)
+                if bad is not None:
+                    raise _validate.label_out_of_range(bad, num_classes)
+            loss = be.sparse_softmax_cross_entropy_with_logits(labels, logits, axis)
+            if reduction == "none":
+                return loss
+            return be.reduce(loss, "mean" if reduction == "weighted_mean" else reduction)
     be, logits, neutral, shape, dtype, axis = _prepare(logits, labels, axis, backend)
-    if reduction not in _validate.REDUCTIONS:
+    if reduction not in _REDUCTIONS:
         _validate.check_reduction(reduction)
     if neutral and (adopted := be.adopt(labels, logits)) is not None:
         labels, neutral = adopted, False  # a tracer that cannot read NumPy (torch.compile)
     if neutral:
-        labels, labels_dtype = _neutral_labels(labels)
+        if type(labels) is not _NDARRAY:
+            labels = np.asarray(labels)
+        labels_dtype = numpy_dtype_name(labels.dtype)
         _validate.check_sparse_labels(labels.shape, labels_dtype, shape, axis)
-        if np.ndarray not in be.native_types:
+        if _NDARRAY not in be.native_types:
             labels = be.asarray(labels, like=logits)
     else:
         _validate.check_sparse_labels(be.shape(labels), be.dtype_name(labels), shape, axis)
-    plain = (weights is None and class_weights is None and where is None
-             and ignore_index is None and label_smoothing == 0.0
-             and type(label_smoothing) is not bool)
     opt = None if plain else _options(be, logits, shape, dtype, axis, weights, class_weights,
                                       label_smoothing, where, ignore_index)
     num_classes = None if shape is None else shape[axis]  # None: unknown while tracing

@@ -96,6 +96,14 @@ def chosen_backend(explicit: str | Backend | None) -> Backend:
     return _default[0]
 
 
+def neutral_backend() -> Backend:
+    """:func:`chosen_backend` when no ``backend=`` is given (every call's hot path)."""
+    chosen = _chosen.get()
+    if chosen is None:
+        chosen = _default[0] if _default else chosen_backend(None)
+    return chosen
+
+
 def forget_environment() -> None:
     """Read ``XENT_BACKEND`` again at the next call (for tests)."""
     _default.clear()
@@ -119,9 +127,16 @@ def pick(
                 f"backend: {chosen_backend(explicit).name!r} was requested but logits is a "
                 f"{backend.name} tensor, which always runs on {backend.name}"
             )
-    if labels_owner is not None and labels_owner is not backend:
+    if labels_owner is not None and foreign(backend, labels_owner):
         raise _validate.mixed_frameworks(backend.name, labels_owner.name)
     return backend
+
+
+def foreign(backend: Backend, other: Backend) -> bool:
+    """Whether tensors of ``other`` cannot go with ``backend``'s logits: another framework's,
+    unless ``backend.accepts`` names it (DTensor logits take plain torch tensors of global
+    labels and options)."""
+    return other is not backend and other.name not in getattr(backend, "accepts", ())
 
 
 @contextlib.contextmanager

@@ -114,7 +114,10 @@ def check_sparse_labels(
         raise TypeError(f"labels: sparse labels must be integer class indices, got dtype {dtype}")
     if shape is None or logits_shape is None:
         return
-    expected = tuple(logits_shape[:axis]) + tuple(logits_shape[axis + 1 :])
+    if axis == len(logits_shape) - 1:  # the common case, one slice
+        expected = tuple(logits_shape[:axis])
+    else:
+        expected = tuple(logits_shape[:axis]) + tuple(logits_shape[axis + 1 :])
     if shape != expected and not _compatible(shape, expected):
         raise ValueError(SPARSE_LABELS_SHAPE.format(
             shape=_fmt(shape), expected=_fmt(expected), logits_shape=_fmt(logits_shape),

@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     conf.add_argument("--import", dest="imports", action="append", default=[],
                       metavar="MODULE", help="import MODULE first (it registers a backend)")
     conf.add_argument("--json", metavar="PATH", help="also write every result to PATH as JSON")
+    conf.add_argument("--mode", action="append", metavar="MODE",
+                      help="only this mode (repeatable), e.g. eager, jit, vmap, compile; "
+                           "default: every mode of each backend")
     conf.add_argument("--list", action="store_true", help="list the cases and exit")
     conf.add_argument("--twins", action="store_true",
                       help="check the framework twins (xent.compat) against their native "

@@ -1,7 +1,9 @@
 """The backend registry: built-in backends, registered ones and entry points.
 
 Built-in backends are imported on first use, never by ``import xent``:
-``numpy`` (the reference, always present), ``torch``, ``tensorflow``, ``jax`` and ``dask``.
+``numpy`` (the reference, always present), ``torch``, ``tensorflow``, ``jax``, ``dask`` and
+``dtensor`` (torch's ``DTensor``, gated on ``torch.distributed.tensor``: a DTensor exists only
+once that module is imported).
 Third-party packages add backends with :func:`register` or through the
 ``xent.backends`` entry-point group (each entry point names a backend object, or a
 zero-argument callable returning one).
@@ -28,6 +30,7 @@ _BUILTIN: dict[str, tuple[str, str, str]] = {
     "tensorflow": ("tensorflow", "xent.backends._tensorflow", "TensorFlowBackend"),
     "jax": ("jax", "xent.backends._jax", "JaxBackend"),
     "dask": ("dask", "xent.backends._dask", "DaskBackend"),
+    "dtensor": ("torch.distributed.tensor", "xent.backends._torch_dtensor", "DTensorBackend"),
 }
 _ALIASES = {"tf": "tensorflow", "np": "numpy", "pytorch": "torch"}
 
@@ -69,10 +72,11 @@ def get(name: str) -> Backend:
         return backend
     if name in _BUILTIN:
         framework, module, cls = _BUILTIN[name]
-        if framework not in sys.modules and importlib.util.find_spec(framework) is None:
+        if framework not in sys.modules and not _installed(framework):
+            top = framework.partition(".")[0]
             raise ImportError(
-                f"backend: {name!r} needs {framework}, which is not installed "
-                f"(pip install 'xent[{name}]')"
+                f"backend: {name!r} needs {top}, which is not installed "
+                f"(pip install 'xent[{top}]')"
             )
         backend = getattr(_import(module), cls)()
         _loaded[name] = backend
@@ -85,12 +89,16 @@ def get(name: str) -> Backend:
 
 def _import(module: str) -> Any:
     """``importlib.import_module(module)``. torch's backend is imported by an import
-    statement: ``torch.compile`` runs those while it traces (an importlib call breaks its
+    statement (so is DTensor's): ``torch.compile`` runs those while it traces (an importlib call breaks its
     graph), so the first xent call of a process may be inside a compiled function."""
     if module == "xent.backends._torch":
         from xent.backends import _torch
 
         return _torch
+    if module == "xent.backends._torch_dtensor":  # torch.compile imports DTensor itself
+        from xent.backends import _torch_dtensor
+
+        return _torch_dtensor
     return importlib.import_module(module)
 
 
@@ -104,8 +112,10 @@ def available() -> list[str]:
 
 
 def builtin_candidates() -> list[tuple[str, str]]:
-    """(framework module, backend name) of the built-in framework backends."""
-    return [(fw, name) for name, (fw, _, _) in _BUILTIN.items() if name != "numpy"]
+    """(framework module, backend name) of the built-in framework backends; a submodule's
+    backend first (a DTensor is a torch.Tensor, but the dtensor backend owns it)."""
+    found = [(fw, name) for name, (fw, _, _) in _BUILTIN.items() if name != "numpy"]
+    return sorted(found, key=lambda pair: -pair[0].count("."))
 
 
 def registered() -> list[Backend]:
@@ -114,8 +124,10 @@ def registered() -> list[Backend]:
 
 
 def _installed(module: str) -> bool:
+    """Whether ``module``'s top-level package is installed (finding a submodule's spec
+    would import its parents)."""
     try:
-        return importlib.util.find_spec(module) is not None
+        return importlib.util.find_spec(module.partition(".")[0]) is not None
     except (ImportError, ValueError):
         return False
 

@@ -64,6 +64,9 @@ class Backend:
     #: Whether losses and log-probabilities are accurate to a few eps *relative* even where
     #: they are far below eps (confident predictions); else a few eps of their scale.
     relative_accuracy: bool = False
+    #: Names of other backends whose tensors this one takes as labels and option arrays
+    #: (converted with ``asarray``): DTensor logits take plain torch tensors of global values.
+    accepts: tuple[str, ...] = ()
     #: Floating dtypes this framework supports, by NumPy-style name.
     dtypes: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from xent.backends._numpy_kernels import _lead
+from xent.backends._numpy_kernels import lead
 from xent.backends._numpy_tiles import quiet
 
 Array = np.ndarray
@@ -55,7 +55,7 @@ def lse_stats(x: Array, scratch: Array) -> Array:
     has the shape and dtype of ``x``."""
     out = _empty(x.shape[0], x.dtype)
     if x.shape[1]:
-        flat, m = _lead(x)
+        flat, m = lead(x)
         out[:, M] = m
         out[:, R] = _rest(np.subtract(x, m[:, None], out=scratch), flat, m)
     return out
@@ -66,7 +66,7 @@ def dense_stats(y: Array, x: Array, scratch: Array) -> Array:
     out = _empty(x.shape[0], x.dtype)
     if not x.shape[1]:
         return out
-    flat, m = _lead(x)
+    flat, m = lead(x)
     d = np.subtract(x, m[:, None], out=scratch)  # x - m <= 0
     # sum_c y_c (m - x_c) >= 0, before d becomes exp(d). Not np.negative(v, out=v) on this
     # strided column: NumPy 2.4's in-place float32 negative gets strided views wrong.
@@ -90,7 +90,7 @@ def sparse_stats(labels: Array, x: Array, first: int, num_classes: int,
     makes its row NaN (no chunk holds it)."""
     out = _empty(x.shape[0], x.dtype)
     if x.shape[1]:
-        flat, m = _lead(x)
+        flat, m = lead(x)
         out[:, M] = m
         out[:, R] = _rest(np.subtract(x, m[:, None], out=scratch), flat, m)
         local = labels.astype(np.int64) - first

@@ -88,11 +88,11 @@ class NumpyBackend(options.NumpyArrayOps, Backend):
         return np.asarray(x)
 
     def first_out_of_range(self, labels: np.ndarray, num_classes: int) -> int | None:
-        if labels.size <= small.MAX_ELEMENTS:
-            values = labels.ravel().tolist()
-            if not values or (min(values) >= 0 and max(values) < num_classes):
-                return None
-            return next(v for v in values if not 0 <= v < num_classes)
+        if labels.size <= 64:  # a Python loop beats two NumPy reductions
+            for value in labels.ravel().tolist() if labels.ndim != 1 else labels.tolist():
+                if not 0 <= value < num_classes:
+                    return value
+            return None
         if labels.dtype.kind == "i":  # negative labels wrap to huge unsigned values
             unsigned = labels.view(np.dtype(f"u{labels.dtype.itemsize}"))
         else:
@@ -177,11 +177,11 @@ class NumpyBackend(options.NumpyArrayOps, Backend):
 
         return self._reduce_rows(logits, layout, sparse_rows)
 
-    # -- options: composed on whole arrays when small, else tile by tile -------------------
+    # -- options: composed on whole arrays when tiny, else fused into the tile kernels -----
     def softmax_cross_entropy_with_options(
         self, labels: np.ndarray, logits: np.ndarray, axis: int, opt: _options.Options
     ) -> np.ndarray:
-        if logits.size <= tiles.TILE_ELEMENTS:
+        if logits.size <= small.MAX_ELEMENTS:
             with quiet():  # float64 NumPy weights are cast here, not before (no copies)
                 loss = _options.dense_rows(self, labels, logits, axis, opt)
             return loss.astype(logits.dtype, copy=False)
@@ -190,7 +190,7 @@ class NumpyBackend(options.NumpyArrayOps, Backend):
     def sparse_softmax_cross_entropy_with_options(
         self, labels: np.ndarray, logits: np.ndarray, axis: int, opt: _options.Options
     ) -> np.ndarray:
-        if logits.size <= tiles.TILE_ELEMENTS:
+        if logits.size <= small.MAX_ELEMENTS:
             with quiet():
                 loss = _options.sparse_rows(self, labels, logits, axis, opt)
             return loss.astype(logits.dtype, copy=False)
@@ -228,4 +228,7 @@ class NumpyBackend(options.NumpyArrayOps, Backend):
             target[...] = values.reshape(target.shape)
 
         layout.run(process)
-        return loss if loss.dtype == logits.dtype else loss.astype(logits.dtype)
+        if loss.dtype == logits.dtype:
+            return loss
+        with quiet():  # a float16 loss beyond 65504 is inf
+            return loss.astype(logits.dtype)

@@ -1,9 +1,11 @@
 """Loss options on the NumPy backend: the array operations, and the options tile by tile.
 
-The options are composed by ``xent._options`` (the same formula on every backend). On
-NumPy that composition runs on one ``[rows, C]`` tile at a time, inside the backend's tiling
-and threads, so that masking, smoothing and class weights never allocate an array the size
-of the input (the NumPy backend's memory bound holds with options too).
+The options mean what ``xent._options`` composes (the same formula on every backend). On
+NumPy they run inside the backend's tiling and threads, one ``[rows, C]`` tile at a time, so
+that masking, smoothing and class weights never allocate an array the size of the input:
+folded into the row kernels' passes by ``_numpy_fused``, with ``_options.dense_rows`` /
+``sparse_rows`` (on this module's NumPy operations) as the fallback for the rows the fused
+arithmetic flags (NaN, ``0 * -inf``, cancellation) and for inputs of a few dozen elements.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from xent import _options
+from xent.backends import _numpy_fused as fused
 from xent.backends import _numpy_kernels as kernels
 from xent.backends._numpy_tiles import Layout, quiet, scratch
 
@@ -98,47 +101,120 @@ _TILE = _TileOps()
 
 def dense_tiled(backend: Any, labels: Array, logits: Array, axis: int,
                 opt: _options.Options) -> Array:
-    """The dense loss with options, tile by tile (``_options.dense_rows`` on each tile)."""
+    """The dense loss with options, tile by tile: the fused kernels (``_numpy_fused``), and
+    ``_options.dense_rows`` on the rows they flag as suspect."""
     layout = Layout(logits.shape, axis)
-    y3, m3, tile_opt = layout.view(labels), _mask(layout, logits, opt), _tile_options(opt, logits)
+    y3, m3, p = layout.view(labels), _mask(layout, logits, opt), _plan(layout, logits, opt)
+    generic = _generic_options(opt, p)
 
     def rows(tile: tuple[int, int, int, int], x: Array) -> Array:
         y = layout.rows(y3, tile, x.dtype, "y")
-        where = None if m3 is None else layout.rows(m3, tile, None, "m")
-        return _options.dense_rows(_TILE, y, x, 1, dataclasses.replace(tile_opt, where=where))
+        mask = None if m3 is None else layout.rows(m3, tile, x.dtype, "m")
+        loss, suspect = fused.dense_loss(y, x, mask, p)
+        if suspect is not None:
+            at = np.flatnonzero(suspect)
+            loss[at] = _options.dense_rows(_TILE, y[at], x[at], 1,
+                                           _rows_of(generic, mask, p, at))
+        return loss
 
     return _weighted(backend._reduce_rows(logits, layout, rows), opt)
 
 
 def sparse_tiled(backend: Any, labels: Array, logits: Array, axis: int,
                  opt: _options.Options) -> Array:
-    """The sparse loss with options, tile by tile (``_options.sparse_rows`` on each tile)."""
+    """The sparse loss with options, tile by tile: the fused kernels on the rows not ignored,
+    and ``_options.sparse_rows`` on the rows they flag as suspect."""
     layout = Layout(logits.shape, axis)
-    l2, m3, tile_opt = layout.view_reduced(labels), _mask(layout, logits, opt), _tile_options(
-        opt, logits)
+    l2, m3, p = layout.view_reduced(labels), _mask(layout, logits, opt), _plan(layout, logits,
+                                                                             opt)
+    generic = _generic_options(opt, p)
 
     def rows(tile: tuple[int, int, int, int], x: Array) -> Array:
         picked = layout.reduced_tile(l2, tile).reshape(-1)
-        where = None if m3 is None else layout.rows(m3, tile, None, "m")
-        return _options.sparse_rows(_TILE, picked, x, 1, dataclasses.replace(tile_opt,
-                                                                             where=where))
+        block = None if m3 is None else layout.rows(m3, tile, None, "mb")  # boolean
+        ignored = None if opt.ignore_index is None else picked == opt.ignore_index
+        if ignored is None or not ignored.any():
+            return _sparse_rows(picked, x, _floats(block, x.dtype), p, generic)
+        loss = np.zeros(picked.shape, x.dtype)  # an ignored row is never read
+        kept = np.flatnonzero(~ignored)
+        if 2 * kept.size > ignored.size:  # cheaper to compute the ignored rows than to gather
+            values = _sparse_rows(np.where(ignored, 0, picked), x, _floats(block, x.dtype), p,
+                                  generic, ignored)
+            np.copyto(loss, values, where=~ignored)
+        elif kept.size:  # mostly padding: gather the rows not ignored
+            x = np.take(x, kept, axis=0, out=scratch("kept", (kept.size, x.shape[1]), x.dtype))
+            if block is not None:
+                block = np.take(block, kept, axis=0,
+                                out=scratch("kept mask", x.shape, block.dtype))
+            loss[kept] = _sparse_rows(picked[kept], x, _floats(block, x.dtype), p, generic)
+        return loss
 
     return _weighted(backend._reduce_rows(logits, layout, rows), opt)
 
 
+def _floats(block: Array | None, dtype: np.dtype) -> Array | None:
+    """A boolean mask tile as 0/1 in ``dtype`` (scratch), for the fused kernels' BLAS dots."""
+    if block is None:
+        return None
+    out = scratch("m", block.shape, dtype)
+    np.copyto(out, block, casting="unsafe")
+    return out
+
+
+def _sparse_rows(labels: Array, x: Array, mask: Array | None, p: fused.Plan,
+                 generic: _options.Options, ignored: Array | None = None) -> Array:
+    """The fused sparse kernel on every row, the generic composition on its suspect rows
+    (``ignored`` rows excepted: their values are dropped)."""
+    loss, suspect = fused.sparse_loss(labels, x, mask, p)
+    if suspect is not None and ignored is not None:
+        suspect &= ~ignored
+    if suspect is not None and suspect.any():
+        at = np.flatnonzero(suspect)
+        loss[at] = _options.sparse_rows(_TILE, labels[at], x[at], 1,
+                                        _rows_of(generic, mask, p, at))
+    return loss
+
+
+def _plan(layout: Layout, logits: Array, opt: _options.Options) -> fused.Plan:
+    """The options for the fused kernels; a ``where`` the same for every row as one row."""
+    compute = compute_dtype(logits.dtype)
+    return fused.plan(layout.classes, float(opt.label_smoothing) if opt.smooths else 0.0,
+                      opt.class_weights, _row_mask(layout, logits, opt), compute)
+
+
+def _row_mask(layout: Layout, logits: Array, opt: _options.Options) -> Array | None:
+    """``where`` as a boolean ``[C]`` when it is the same for every row (classes last)."""
+    if opt.where is None or layout.inner != 1:
+        return None
+    where = np.broadcast_to(opt.where, logits.shape)
+    if all(n == 1 or s == 0 for n, s in zip(where.shape[:-1], where.strides[:-1])):
+        return where[(0,) * (where.ndim - 1)]
+    return None
+
+
 def _mask(layout: Layout, logits: Array, opt: _options.Options) -> Array | None:
-    """The ``where`` mask broadcast to the logits and seen like them (a view, no copy)."""
-    if opt.where is None:
+    """The ``where`` mask broadcast to the logits and seen like them (a view, no copy), or
+    None: no mask, or one row of it for every row (:func:`_row_mask`)."""
+    if opt.where is None or _row_mask(layout, logits, opt) is not None:
         return None
     return layout.view(np.broadcast_to(opt.where, logits.shape))
 
 
-def _tile_options(opt: _options.Options, logits: Array) -> _options.Options:
-    """``opt`` for the tiles: class weights in the compute dtype; weights applied after."""
-    cw = opt.class_weights
-    if cw is not None:
-        cw = np.asarray(cw, compute_dtype(logits.dtype))
-    return dataclasses.replace(opt, class_weights=cw, weights=None)
+def _generic_options(opt: _options.Options, p: fused.Plan) -> _options.Options:
+    """``opt`` for ``_options.*_rows`` on suspect rows: class weights in the compute dtype;
+    ignored rows and row weights are handled around the tiles."""
+    return dataclasses.replace(opt, class_weights=p.class_weights, weights=None,
+                               ignore_index=None, where=None)
+
+
+def _rows_of(generic: _options.Options, mask: Array | None, p: fused.Plan,
+             at: Array) -> _options.Options:
+    """``generic`` with the ``where`` of rows ``at`` of a tile."""
+    if mask is not None:
+        return dataclasses.replace(generic, where=mask[at] != 0)
+    if p.row_mask is not None:
+        return dataclasses.replace(generic, where=p.row_mask != 0)
+    return generic
 
 
 def _weighted(loss: Array, opt: _options.Options) -> Array:

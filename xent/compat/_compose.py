@@ -33,6 +33,8 @@ def native(be: Backend, x: Any, like: Any = None, dtype: str | None = None) -> A
     """``x`` as an array of ``be`` (framework-neutral input converted; a tensor as is)."""
     if _dispatch.owner(x, "argument") is be:
         return x if dtype is None else be.cast(x, dtype)
+    if like is not None and (adopted := be.adopt(x, like)) is not None:
+        return adopted if dtype is None else be.cast(adopted, dtype)  # under torch.compile
     if np.ndarray in be.native_types:
         array = np.asarray(x)
         return array if dtype is None else array.astype(dtype, copy=False)

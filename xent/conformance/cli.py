@@ -31,7 +31,7 @@ def main(args: argparse.Namespace) -> int:
     names = _choose("case", args.case, cases.case_names())
     dtypes = _choose("dtype", args.dtype, list(cases.DTYPES))
     backends, records = _backends(args.backend)
-    targets = [(b, mode) for b in backends for mode in runner.modes_of(b)]
+    targets = _targets(backends, getattr(args, "mode", None))
     progress = report.Progress(len(names) * len(dtypes) * len(targets))
     try:
         with warnings.catch_warnings():
@@ -71,7 +71,7 @@ def _twins(args: argparse.Namespace) -> int:
     for name in ("numpy", "torch", "tensorflow", "jax"):  # natives run on their framework
         if name not in every and name in xent.backends.available():
             every[name] = xent.backends.get(name)
-    targets = [(b, mode) for b in backends for mode in runner.modes_of(b)]
+    targets = _targets(backends, getattr(args, "mode", None))
     progress = report.Progress(len(twins.CATALOG) * len(targets))
     try:
         records += twins.run_all(targets, every, progress.step)
@@ -92,6 +92,19 @@ def _twins(args: argparse.Namespace) -> int:
     if args.json:
         report.write_json(args.json, records, [_describe(b, mode) for b, mode in targets])
     return 1 if any(r.passed is False for r in records) else 0
+
+
+def _targets(backends: list[Backend], modes: list[str] | None) -> list[tuple[Backend, str]]:
+    """Every (backend, mode), or those of the ``--mode`` options (each must exist)."""
+    every = [(b, mode) for b in backends for mode in runner.modes_of(b)]
+    if not modes:
+        return every
+    known = sorted({mode for _, mode in every})
+    unknown = [m for m in modes if m not in known]
+    if unknown:
+        raise UsageError(f"unknown mode {unknown[0]!r}; the backends chosen have "
+                         f"{', '.join(known)}")
+    return [(b, mode) for b, mode in every if mode in modes]
 
 
 def _import_modules(modules: list[str]) -> None:

@@ -28,8 +28,9 @@ __all__ = [
 
 
 def _without_label_gradient(labels: Any, logits: Any) -> Any:
-    backend = _dispatch.resolve(logits, labels, None)
-    return backend.stop_gradient(labels) if _dispatch.owner(labels) is backend else labels
+    _dispatch.resolve(logits, labels, None)  # mixed frameworks: the usual TypeError
+    owner = _dispatch.owner(labels)  # the logits' framework, or one it accepts (DTensor: torch)
+    return labels if owner is None else owner.stop_gradient(labels)
 
 
 def softmax_cross_entropy_with_logits(

@@ -1,0 +1,179 @@
+"""Loss options folded into the passes of the NumPy row kernels, one ``[rows, C]`` tile.
+
+With the options of ``xent._options`` (``k_c`` the ``where`` mask, ``w_c`` the class weights,
+``e`` the label smoothing, ``C`` the classes), a row's loss is ``sum_c u_c (lse~ - x_c)`` with
+``u_c = k_c w_c ((1 - e) y_c + e / C)`` and ``lse~`` the logsumexp of the kept classes. From
+the maximum ``m`` over *all* classes (at ``k``), ``d = x - m <= 0`` and
+``s = sum_{c kept, c != k} exp(d_c)``:
+
+    r = lse~ - m = log1p(s) if k is kept, else log(s)
+    loss = U r - D,    U = sum_c u_c,    D = sum_c u_c d_c
+
+In the usual row (``k`` kept, weights >= 0) both ``U r`` and ``-D`` are >= 0: relative
+accuracy, as in ``_numpy_kernels``. Sparse labels ``l`` never become one-hot:
+``U = a + (e / C) A`` and ``D = a d_l + (e / C) B`` with ``a = (1 - e) k_l w_l``,
+``A = sum_c k_c w_c`` and ``B = sum_c k_c w_c d_c``. Each option adds a row-sized step or one
+BLAS dot over the tile, on the kernel's own ``d`` and ``exp(d)``.
+
+A row is *suspect* where this arithmetic is not the formula, and the caller recomputes it with
+the generic composition: NaN (a NaN or ``+inf`` logit, kept or not; ``0 * -inf`` where a zero
+weight meets a ``-inf`` logit), or, ``k`` excluded, ``U r`` cancelling over half of ``-D``
+(``r < 0``: a confident row whose maximum is excluded) or ``s`` near underflow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from xent.backends import _numpy_kernels as kernels
+from xent.backends._numpy_tiles import scratch
+
+Array = np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The options of one call, in the compute dtype, for every tile.
+
+    ``row_mask``: ``k`` as ``[C]`` 0/1 floats when ``where`` is the same for every row
+    (else the caller passes a mask tile, or there is no mask). ``row_weights``: ``k_c w_c``
+    as ``[C]`` where no mask tile varies it (None: all ones). ``total``: ``A`` then."""
+
+    classes: int
+    smoothing: float
+    class_weights: Array | None
+    row_mask: Array | None
+    row_weights: Array | None
+    total: float
+    underflow: float  # s below this (k excluded): terms near the smallest normal number
+
+
+def plan(classes: int, smoothing: float, class_weights: Any, row_mask: Any,
+         dtype: np.dtype) -> Plan:
+    """A :class:`Plan`; ``row_mask`` a boolean ``[C]`` or None."""
+    w = None if class_weights is None else np.asarray(class_weights, dtype)
+    k = None if row_mask is None else np.asarray(row_mask, dtype)
+    kw = w if k is None else (k if w is None else k * w)
+    info = np.finfo(dtype)
+    return Plan(classes, smoothing, w, k, kw,
+                float(classes if kw is None else np.add.reduce(kw, dtype=np.float64)),
+                float(classes * info.tiny / info.eps))
+
+
+def sparse_loss(labels: Array, x: Array, mask: Array | None,
+                p: Plan) -> tuple[Array, Array | None]:
+    """Per-row loss and suspect rows (None: none) for integer ``labels`` (``[rows]``, in
+    range); ``mask``: the ``where`` tile as 0/1 floats, or None (``p.row_mask`` or none)."""
+    labels = labels.astype(np.intp, copy=False)  # uint64 + int64 would promote to float64
+    flat, m = kernels.lead(x)
+    d = kernels.by_rows(np.subtract, x, m[:, None], scratch("e", x.shape, x.dtype))
+    e = p.smoothing
+    if e:
+        total, dots = _smoothing_sums(d, mask, p)  # may zero d where excluded
+    u: Any = 0.0
+    lin: Any = 0.0
+    if e != 1.0:  # e = 1: the labels do not matter (and 0 * inf must not appear)
+        at = labels + kernels.row_starts(x)
+        u = _label_weight(labels, at, mask, p, 1.0 - e, x.dtype)
+        lin = u * d.ravel().take(at)
+    if e:
+        u = u + (e / p.classes) * total
+        lin = lin + (e / p.classes) * dots
+    return _finish(d, flat, m, mask, p, u, lin)
+
+
+def dense_loss(y: Array, x: Array, mask: Array | None,
+               p: Plan) -> tuple[Array, Array | None]:
+    """Per-row loss and suspect rows (None: none) for labels ``y`` (``[rows, C]``, the dtype
+    of ``x``); ``mask`` as in :func:`sparse_loss`.
+
+    With a mask tile, the smoothing goes into the labels' own pass:
+    ``u = (1 - e) (y + e / (C (1 - e))) k w``, so ``U`` and ``D`` are two BLAS dots."""
+    flat, m = kernels.lead(x)
+    d = kernels.by_rows(np.subtract, x, m[:, None], scratch("e", x.shape, x.dtype))
+    e, classes = p.smoothing, p.classes
+    if e == 1.0:  # the labels do not matter: u = k w / C
+        total, dots = _smoothing_sums(d, mask, p)
+        return _finish(d, flat, m, mask, p, total / classes, dots / classes)
+    shift = e / (classes * (1.0 - e)) if e and mask is not None else 0.0
+    y = _weighted_labels(y, mask, p, shift)
+    u, lin = kernels.row_sum(y), kernels.row_dot(y, d)
+    if e:
+        u *= 1.0 - e
+        lin *= 1.0 - e
+    if e and not shift:
+        total, dots = _smoothing_sums(d, mask, p)
+        u += (e / classes) * total
+        lin += (e / classes) * dots
+    return _finish(d, flat, m, mask, p, u, lin)
+
+
+def _weighted_labels(y: Array, mask: Array | None, p: Plan, shift: float) -> Array:
+    """``(y + shift) k w`` in one scratch array; ``y`` itself when nothing applies."""
+    w = p.row_weights if mask is None else p.class_weights
+    if mask is None and w is None:
+        return y
+    out = scratch("u", y.shape, y.dtype)
+    if shift:
+        y = np.add(y, shift, out=out)
+    if mask is not None:
+        y = np.multiply(y, mask, out=out)
+    return y if w is None else kernels.by_rows(np.multiply, y, w, out)
+
+
+def _label_weight(labels: Array, at: Array, mask: Array | None, p: Plan, scale: float,
+                  dtype: np.dtype) -> Any:
+    """``a = scale * k_l * w_l`` per row (a number when it is the same for every row)."""
+    a: Any = scale
+    if p.class_weights is not None:
+        a = p.class_weights.take(labels) * a
+    if mask is not None:
+        a = mask.ravel().take(at) * a
+    elif p.row_mask is not None:
+        a = p.row_mask.take(labels) * a
+    return np.full(labels.shape, a, dtype) if isinstance(a, float) else a
+
+
+def _smoothing_sums(d: Array, mask: Array | None, p: Plan) -> tuple[Any, Array]:
+    """``A = sum_c k_c w_c`` (per row, or one number) and ``B = sum_c k_c w_c d_c``. A mask
+    tile with class weights zeroes ``d`` where excluded (``exp(d)`` is summed through the
+    mask anyway), to keep ``w`` on the ``[C]`` side of the dot."""
+    if mask is None:
+        w = p.row_weights
+        return p.total, kernels.row_sum(d) if w is None else kernels.row_dot(d, w)
+    w = p.class_weights
+    if w is None:
+        return kernels.row_sum(mask), kernels.row_dot(d, mask)
+    np.multiply(d, mask, out=d)
+    return kernels.row_dot(mask, w), kernels.row_dot(d, w)
+
+
+def _finish(d: Array, flat: Array, m: Array, mask: Array | None, p: Plan,
+            u: Any, lin: Any) -> tuple[Array, Array | None]:
+    """``loss = U r - D`` from ``d`` (overwritten by ``exp(d)``), and the suspect rows."""
+    np.exp(d, out=d)
+    d.ravel()[flat] = 0.0  # drop the leading exp(0) = 1: log1p adds it back exactly
+    kept = None
+    if mask is not None:
+        s, kept = kernels.row_dot(d, mask), mask.ravel().take(flat) != 0
+    elif p.row_mask is not None:
+        s = kernels.row_dot(d, p.row_mask)
+        kept = p.row_mask.take(flat - kernels.row_starts(d)) != 0
+    else:
+        s = kernels.row_sum(d)
+    r = np.log1p(s)
+    if kept is not None and kept.all():
+        kept = None
+    if kept is not None:
+        out = ~kept
+        r[out] = np.log(s[out])  # lse~ - m < 0: no exact leading term to split off
+    loss = u * r - lin
+    if kept is None and np.isfinite(np.add.reduce(loss) + np.add.reduce(m)):
+        return loss, None  # the usual tile: every row finite, every maximum kept
+    suspect = ~(np.isfinite(m) & (loss >= -u * r))  # NaN, or U r < 0 cancelling over half
+    if kept is not None:
+        suspect |= ~kept & (s < p.underflow)
+    return loss, suspect if suspect.any() else None
