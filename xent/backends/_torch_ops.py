@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from xent.backends import _torch_eager as eager
 from xent.backends._torch_context import transformed
 
 _NAN = float("nan")
@@ -163,6 +164,10 @@ def dense_loss(labels: torch.Tensor, logits: torch.Tensor, dim: int) -> torch.Te
         if differentiated:
             return _DenseLoss.apply(labels, logits, dim)[0]
         return _traced_loss(labels, logits, dim)
-    if differentiated or transformed(labels, logits):
+    if transformed(labels, logits):
+        return _DenseLossForwardMode.apply(labels, logits, dim)[0]
+    if logits.is_cpu:  # plain eager code: chunks that stay in the cache
+        return eager.dense_loss(labels, logits, dim)
+    if differentiated:
         return _DenseLossForwardMode.apply(labels, logits, dim)[0]
     return _forward(labels, logits, dim, keep=False)[0]

@@ -1,0 +1,140 @@
+"""The dense loss in plain eager code (no ``torch.func`` transform, no ``torch.compile``, no
+forward-mode AD), computed chunk by chunk.
+
+The formula is ``_torch_ops``' (``loss = -nansum_c(labels_c * log_p_c)``, NaN put back for
+the rows whose ``log_p`` or ``sum(labels)`` is NaN), the same ops on the same numbers. What
+differs is where the data lives: the rows are taken a chunk of about ``CHUNK`` elements at a
+time (along dim 0, when the class axis is not dim 0), so that the products and the sums read
+a chunk that is still in the cache, and no temporary the size of the input is allocated (on
+CPU a fresh large buffer costs page faults on every call). Per call, the forward writes only
+``log_p`` (kept for the gradient) and the backward only the logits gradient:
+
+- reverse: ``d/dlogits = g * (p * s - labels)`` is ``_log_softmax_backward_data(-g * labels,
+  log_p)`` (``G - exp(log_p) * sum(G)``), chunk by chunk;
+- derivatives of derivatives: ``log_p`` is a (hidden) output, the backward then runs the same
+  formula out of place, so autograd differentiates it (double backward,
+  ``is_grads_batched``).
+
+Small inputs (at most ``SMALL`` elements, classes on dim 1) take torch's own
+``F.cross_entropy(logits, probs)``, whose values and derivatives are the formula's wherever
+its value is not NaN (only ``0 * -inf`` makes it differ): its values are read back, and a
+call with a NaN row is computed again as above. A few kernels instead of a dozen: at 2x3 the
+cost of a call is Python's and the dispatcher's, not arithmetic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+CHUNK = 1 << 18  # elements per chunk (1 MiB of float32): its log_p and products stay cached
+SMALL = 1 << 12  # up to this many elements, torch's own kernel and a look at its values
+_NAN = float("nan")
+# F.cross_entropy without its Python (its stub types `reduction` as str: it takes an int)
+_cross_entropy: Any = torch._C._nn.cross_entropy_loss
+
+
+def _chunks(dim: int, like: torch.Tensor, *tensors: Any) -> Any:
+    """``tensors`` (of ``like``'s rows; None stays None) a chunk of about ``CHUNK`` elements
+    at a time, along dim 0; the whole of them where the class axis ``dim`` is 0."""
+    rows = like.shape[0] if like.ndim > 0 else 0
+    if dim == 0 or rows == 0:
+        yield tensors
+        return
+    step = max(1, CHUNK * rows // like.numel())
+    for i in range(0, rows, step):
+        yield tuple(None if t is None else t[i:i + step] for t in tensors)
+
+
+def forward(labels: torch.Tensor, logits: torch.Tensor, dim: int,
+            log_p: torch.Tensor | None = None) -> torch.Tensor:
+    """The loss rows; ``log_p`` (if given: ``logits``' shape, contiguous) receives
+    ``log_softmax(logits)``."""
+    loss, first, total = (logits.new_empty(logits.shape[:dim] + logits.shape[dim + 1:])
+                          for _ in range(3))
+    scratch = None
+    for y, x, lp, loss_c, first_c, total_c in _chunks(dim, logits, labels, logits, log_p,
+                                                      loss, first, total):
+        if scratch is None:
+            scratch = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        buf = scratch if x.shape[0:1] == scratch.shape[0:1] else scratch[:x.shape[0]]
+        if lp is None:  # no gradient: the products overwrite log_p
+            lp = torch.log_softmax(x, dim, out=buf)
+            first_c.copy_(lp.select(dim, 0))
+            products = lp.mul_(y)
+        else:
+            torch.log_softmax(x, dim, out=lp)
+            first_c.copy_(lp.select(dim, 0))
+            products = torch.mul(lp, y, out=buf)
+        torch.nansum(products, dim, out=loss_c)
+        torch.sum(y, dim, out=total_c)
+    # nansum dropped every 0 * -inf (a masked class) but also real NaNs: a NaN, +inf or
+    # all -inf logit row has a NaN log_p row, NaN labels a NaN sum; those rows are NaN
+    return loss.neg_().masked_fill_(first.isnan() | total.isnan(), _NAN)
+
+
+def _gradient(labels: torch.Tensor, log_p: torch.Tensor, grad: torch.Tensor,
+              dim: int) -> torch.Tensor:
+    """``d/dlogits`` for the loss's cotangent ``grad``, chunk by chunk, in one new buffer:
+    ``G - exp(log_p) * sum(G)`` with ``G = -grad * labels``."""
+    out = torch.empty(log_p.shape, dtype=log_p.dtype, device=log_p.device)
+    ng = grad.neg().unsqueeze(dim)
+    scratch = None
+    for y, lp, g, o in _chunks(dim, log_p, labels, log_p, ng, out):
+        if scratch is None:
+            scratch = torch.empty(lp.shape, dtype=lp.dtype, device=lp.device)
+        buf = scratch if lp.shape[0:1] == scratch.shape[0:1] else scratch[:lp.shape[0]]
+        torch.mul(y, g, out=buf)
+        torch._log_softmax_backward_data(buf, lp, dim, lp.dtype, out=o)
+    return out
+
+
+class _Dense(torch.autograd.Function):
+    """The dense loss, ``(labels, logits, dim) -> (loss, log_p)``, for plain eager autograd."""
+
+    @staticmethod
+    def forward(ctx: Any, labels: torch.Tensor, logits: torch.Tensor,
+                dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        log_p = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+        loss = forward(labels, logits, dim, log_p)
+        ctx.dim = dim
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(labels, log_p)
+        return loss, log_p
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor | None,
+                 grad_log_p: torch.Tensor | None) -> tuple[Any, ...]:
+        from xent.backends._torch_context import transformed
+
+        labels, log_p = ctx.saved_tensors
+        dim, (want_labels, want_logits) = ctx.dim, ctx.needs_input_grad[:2]
+        dlabels = dlogits = None
+        if grad is not None:
+            g = grad.unsqueeze(dim)
+            if want_logits and not (torch.is_grad_enabled() or grad_log_p is not None
+                                    or transformed(grad)):
+                dlogits = _gradient(labels, log_p, grad, dim)
+            elif want_logits:  # a graph of this backward (double backward), batched grads
+                total = labels.sum(dim, keepdim=True)
+                dlogits = log_p.exp() * (g * total) - labels * g
+            if want_labels:
+                dlabels = log_p * g.neg()
+        if grad_log_p is not None:  # only in derivatives of derivatives
+            through = grad_log_p - log_p.exp() * grad_log_p.sum(dim, keepdim=True)
+            dlogits = through if dlogits is None else dlogits + through
+        return dlabels, dlogits, None
+
+
+def dense_loss(labels: torch.Tensor, logits: torch.Tensor, dim: int) -> torch.Tensor:
+    """``sum_c labels_c * (logsumexp(logits) - logits_c)`` over ``dim`` in plain eager code
+    (``labels`` and ``logits``: same shape, same float dtype)."""
+    if logits.numel() <= SMALL and (dim == 1 or logits.ndim == 1):  # classes where F wants
+        loss = _cross_entropy(logits, labels, None, 0, -100, 0.0)
+        total = sum(loss.tolist() if loss.ndim == 1 else loss.reshape(-1).tolist())
+        if total == total:  # no NaN: torch's value (and graph) is ours
+            return loss
+    if torch.is_grad_enabled() and (labels.requires_grad or logits.requires_grad):
+        return _Dense.apply(labels, logits, dim)[0]
+    return forward(labels, logits, dim)
