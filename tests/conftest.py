@@ -103,3 +103,29 @@ def autodiff_target(target: Target) -> Target:
     if not target.backend.has_autodiff:
         pytest.skip(f"{target.name} has no autodiff: gradients are checked on frameworks")
     return target
+
+
+# -- parallel runs (pytest-xdist: ``-n auto --dist loadgroup`` in pyproject's addopts) ---------
+#: modules whose tests share an expensive module fixture (a Dask cluster, a pool of torch
+#: ranks, a subprocess of 8 JAX devices, a corpus migration): one worker runs each whole
+SHARED_FIXTURE_MODULES = ("test_dask", "test_dtensor", "test_jax_sharded",
+                          "test_migrate_acceptance", "test_migrate_semantics")
+MAX_WORKERS = 4  # each worker imports torch, TensorFlow and JAX (~1.5 GiB)
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.nodeid.partition("::")[0].rpartition("/")[2].removesuffix(".py")
+        params = getattr(item, "callspec", None)
+        cell = None if params is None else (params.params.get("cell")
+                                            or params.params.get("pair_cell"))
+        if module in SHARED_FIXTURE_MODULES:
+            item.add_marker(pytest.mark.xdist_group(module))
+        elif module == "test_conformance" and cell is not None:
+            # a cell's catalog tests and its pairwise test share their evaluations
+            item.add_marker(pytest.mark.xdist_group("-".join(cell)))

@@ -97,9 +97,13 @@ def _returned(value: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
     return value if value.dtype == like.dtype.base_dtype else tf.cast(value, like.dtype)
 
 
-def _handles(logits: tf.Tensor, opt: _options.Options) -> bool:
-    return logits.shape.rank is not None and (opt.where is None
-                                              or opt.where.shape.rank is not None)
+def _handles(logits: tf.Tensor, opt: _options.Options, labels: Any = None) -> bool:
+    """Known ranks, and no ``ForwardAccumulator`` tracking the inputs: TF's forward mode
+    through a ``tf.custom_gradient`` differentiates its gradient function, NaN at a masked
+    class (``0 * inf``); the composition's own ops have exact forward rules."""
+    return (logits.shape.rank is not None
+            and (opt.where is None or opt.where.shape.rank is not None)
+            and not ops.forward_tracked(logits, labels))
 
 
 def _smoothing(opt: _options.Options, layout: _Layout, dtype: tf.DType) -> Any:
@@ -129,8 +133,8 @@ def _kept_weight(w: tf.Tensor | None, kept: tf.Tensor | None, layout: _Layout,
 
 def sparse_rows(labels: Any, logits: Any, axis: int, opt: _options.Options) -> Any:
     """The per-row sparse loss with ``opt`` (before the reduction); None: not handled."""
-    logits = tf.convert_to_tensor(logits)
-    if not _handles(logits, opt):
+    logits, labels = tf.convert_to_tensor(logits), tf.convert_to_tensor(labels)
+    if not _handles(logits, opt, labels):
         return None
     labels, x = checks.sparse(tf.convert_to_tensor(labels), _compute(logits), axis)
     layout = _Layout(x, axis)
@@ -180,8 +184,8 @@ def sparse_rows(labels: Any, logits: Any, axis: int, opt: _options.Options) -> A
 
 def dense_rows(labels: Any, logits: Any, axis: int, opt: _options.Options) -> Any:
     """The per-row dense loss with ``opt`` (before the reduction); None: not handled."""
-    logits = tf.convert_to_tensor(logits)
-    if not _handles(logits, opt):
+    logits, labels = tf.convert_to_tensor(logits), tf.convert_to_tensor(labels)
+    if not _handles(logits, opt, labels):
         return None
     y, x = checks.dense(_compute(labels), _compute(logits), axis)
     layout = _Layout(x, axis)

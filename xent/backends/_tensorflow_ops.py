@@ -52,6 +52,19 @@ except ImportError:  # a TF that moved it: always take the differentiable path
         return True
 
 
+try:  # private, read-only: the tangents a ForwardAccumulator holds for these tensors
+    from tensorflow.python.eager import forwardprop_util as _forwardprop
+
+    def forward_tracked(*tensors: Any) -> bool:
+        """Whether a ``ForwardAccumulator`` active here tracks any of ``tensors``."""
+        return bool(_forwardprop.pack_tangents([t for t in tensors if t is not None]).tangents)
+
+except ImportError:  # a TF that moved it: assume one may
+
+    def forward_tracked(*tensors: Any) -> bool:
+        return True
+
+
 def shifted(x: tf.Tensor, axis: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """``(d, e, total, log_z)``: ``d = x - max(x)``, ``e = exp(d)``, and per row
     ``total = sum(e)`` and ``log_z = logsumexp(x) - max(x)``, accurate when ``log_z << 1``.
