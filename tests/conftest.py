@@ -105,27 +105,40 @@ def autodiff_target(target: Target) -> Target:
     return target
 
 
-# -- parallel runs (pytest-xdist: ``-n auto --dist loadgroup`` in pyproject's addopts) ---------
+# -- parallel runs (pytest-xdist: ``-n auto`` in pyproject's addopts) -------------------------
 #: modules whose tests share an expensive module fixture (a Dask cluster, a pool of torch
 #: ranks, a subprocess of 8 JAX devices, a corpus migration): one worker runs each whole
 SHARED_FIXTURE_MODULES = ("test_dask", "test_dtensor", "test_jax_sharded",
                           "test_migrate_acceptance", "test_migrate_semantics")
 MAX_WORKERS = 4  # each worker imports torch, TensorFlow and JAX (~1.5 GiB)
+_DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64")
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        module = item.nodeid.partition("::")[0].rpartition("/")[2].removesuffix(".py")
-        params = getattr(item, "callspec", None)
-        cell = None if params is None else (params.params.get("cell")
-                                            or params.params.get("pair_cell"))
-        if module in SHARED_FIXTURE_MODULES:
-            item.add_marker(pytest.mark.xdist_group(module))
-        elif module == "test_conformance" and cell is not None:
-            # a cell's catalog tests and its pairwise test share their evaluations
-            item.add_marker(pytest.mark.xdist_group("-".join(cell)))
+def work_unit(nodeid: str) -> str:
+    """The tests one worker runs together: a conformance cell (its catalog tests and its
+    pairwise test share their evaluations), a shared-fixture module, else the test alone."""
+    path, _, test = nodeid.partition("::")
+    module = path.rpartition("/")[2].removesuffix(".py")
+    if module in SHARED_FIXTURE_MODULES:
+        return module
+    if module == "test_conformance" and "[" in test:
+        parts = test.partition("[")[2].rstrip("]").split("-")  # case-dtype[-backend-mode]
+        for i, part in enumerate(parts):
+            if part in _DTYPE_NAMES:
+                return "conformance:" + "-".join(parts[:i + 1])
+    return nodeid
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkUnits(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return WorkUnits(config, log)
