@@ -108,7 +108,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         error = float(np.max(np.abs(values - exact) / np.maximum(np.abs(exact), 1)))
     return {"rows": args.rows, "classes": args.classes, "chunks": [list(c[:2]) for c in
             logits.chunks], "numblocks": list(logits.numblocks), "input": args.input,
-            "scheduler": args.scheduler, "threads": args.threads, "gib": logits.nbytes / 2**30, "seconds": seconds,
+            "scheduler": args.scheduler, "threads": args.threads,
+            "gib": logits.nbytes / 2**30, "seconds": seconds,
             "peak_mib": peak / MiB, "before_mib": before / MiB, "error": error,
             "mean_loss": float(np.mean(values))}
 

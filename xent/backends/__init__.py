@@ -88,9 +88,9 @@ def get(name: str) -> Backend:
 
 
 def _import(module: str) -> Any:
-    """``importlib.import_module(module)``. torch's backend is imported by an import
-    statement (so is DTensor's): ``torch.compile`` runs those while it traces (an importlib call breaks its
-    graph), so the first xent call of a process may be inside a compiled function."""
+    """``importlib.import_module(module)``. torch's backend (and DTensor's) is imported by an
+    import statement: ``torch.compile`` runs those while it traces (an importlib call breaks
+    its graph), so the first xent call of a process may be inside a compiled function."""
     if module == "xent.backends._torch":
         from xent.backends import _torch
 
