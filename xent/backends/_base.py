@@ -64,6 +64,10 @@ class Backend:
     #: Whether losses and log-probabilities are accurate to a few eps *relative* even where
     #: they are far below eps (confident predictions); else a few eps of their scale.
     relative_accuracy: bool = False
+    #: Whether ``ignore_index`` costs about nothing (the framework's own loss kernel skips the
+    #: rows): twins then pass a framework's default ``ignore_index`` without first reading
+    #: the labels for it; else ``ignore_index`` costs a pass over the logits.
+    cheap_ignore_index: bool = False
     #: Names of other backends whose tensors this one takes as labels and option arrays
     #: (converted with ``asarray``): DTensor logits take plain torch tensors of global values.
     accepts: tuple[str, ...] = ()

@@ -61,6 +61,7 @@ class TorchBackend(TorchArrayOps, Backend):
         "torch 2.13's dynamo fails its own guard on a NumPy array captured by a compiled "
         "torch.func.jvp; captured tensors work (tests/test_torch_transforms.py)"))}
     has_autodiff = True
+    cheap_ignore_index = True  # F.cross_entropy skips the rows (see _sparse)
     dtypes = ("float16", "bfloat16", "float32", "float64")
 
     # -- dispatch -------------------------------------------------------------------------
@@ -131,23 +132,22 @@ class TorchBackend(TorchArrayOps, Backend):
     def sparse_softmax_cross_entropy_with_logits(
         self, labels: torch.Tensor, logits: torch.Tensor, axis: int
     ) -> torch.Tensor:
-        shape, num_classes = logits.shape, logits.shape[axis]
-        x = _compute(logits)
-        target = labels if labels.dtype == torch.int64 else labels.long()
-        moved = axis != logits.ndim - 1 or logits.ndim > 2
-        if moved:  # F.cross_entropy takes [C], [N, C] or [N, C, rest]: classes to dim 1
-            outer, inner = math.prod(shape[:axis]), math.prod(shape[axis + 1 :])
-            x = x.reshape((outer, num_classes) + ((inner,) if inner != 1 else ()))
-            target = target.reshape(x.shape[:1] + x.shape[2:])  # views when contiguous
-        if context.checks_on_host(labels):  # the API layer has checked the range
-            loss = F.cross_entropy(x, target, reduction="none")  # wants int64 (or uint8)
-        else:  # out of range gives NaN, without a host sync or a device-side assert
-            bad = (target < 0) | (target >= num_classes)
-            loss = F.cross_entropy(x, target.masked_fill(bad, 0), reduction="none")
-            loss = loss.masked_fill(bad, float("nan"))
-        if moved:
-            loss = loss.reshape(shape[:axis] + shape[axis + 1 :])
-        return loss.to(logits.dtype) if logits.dtype in _HALF else loss
+        return _sparse(labels, logits, axis)
+
+    def sparse_softmax_cross_entropy_with_options(
+        self, labels: torch.Tensor, logits: torch.Tensor, axis: int, options: Any
+    ) -> torch.Tensor:
+        """Class weights, ``ignore_index`` and label smoothing in torch's own fused kernel
+        (``F.cross_entropy``: ``(1 - e) w_t (lse - x_t) + e / C sum_c w_c (lse - x_c)``,
+        0 in an ignored row: ``xent._options``' formula with one-hot labels); ``where``
+        goes through the composition."""
+        smoothing = options.label_smoothing if options.smooths else 0.0
+        if options.where is not None or type(smoothing) is not float:
+            return super().sparse_softmax_cross_entropy_with_options(labels, logits, axis,
+                                                                     options)
+        loss = _sparse(labels, logits, axis, options.class_weights, smoothing,
+                       options.ignore_index)
+        return loss if options.weights is None else loss * options.weights
 
     # -- conformance hooks: eager, and the transforms vmap and compile (see _torch_modes) ---
     def run(self, mode: str, fn: Callable[..., Any], *args: np.ndarray) -> np.ndarray:
@@ -163,3 +163,61 @@ class TorchBackend(TorchArrayOps, Backend):
         tangents: tuple[np.ndarray | None, ...],
     ) -> tuple[np.ndarray, np.ndarray]:
         return _torch_modes.jvp(mode, fn, args, tangents)
+
+
+#: torch's ``ignore_index`` when xent's is None: a label equal to it is out of range, which
+#: the API has checked on the host (elsewhere out-of-range rows are NaN before the kernel)
+_NO_IGNORE = -100
+
+
+def _sparse(labels: torch.Tensor, logits: torch.Tensor, axis: int,
+            weight: torch.Tensor | None = None, smoothing: float = 0.0,
+            ignore_index: int | None = None) -> torch.Tensor:
+    """The per-row sparse loss by ``F.cross_entropy`` along ``axis``, with class weights
+    ``weight`` (``[C]``), label smoothing and ``ignore_index`` (row loss 0, gradient 0)."""
+    shape, num_classes = logits.shape, logits.shape[axis]
+    x = _compute(logits)
+    if weight is not None and weight.dtype != x.dtype:
+        weight = weight.to(x.dtype)
+    target = labels if labels.dtype == torch.int64 else labels.long()
+    moved = axis != logits.ndim - 1 or logits.ndim > 2
+    if moved:  # F.cross_entropy takes [C], [N, C] or [N, C, rest]: classes to dim 1
+        outer, inner = math.prod(shape[:axis]), math.prod(shape[axis + 1 :])
+        x = x.reshape((outer, num_classes) + ((inner,) if inner != 1 else ()))
+        target = target.reshape(x.shape[:1] + x.shape[2:])  # views when contiguous
+    ignored = _NO_IGNORE if ignore_index is None else ignore_index
+    if ignore_index is not None:
+        x = _ignored_rows_read_as_zero(x, target, ignore_index)
+    if context.checks_on_host(labels):  # the API layer has checked the range
+        loss = F.cross_entropy(x, target, weight=weight, ignore_index=ignored,
+                               reduction="none", label_smoothing=smoothing)
+    else:  # out of range gives NaN, without a host sync or a device-side assert
+        bad = (target < 0) | (target >= num_classes)
+        if ignore_index is not None:
+            bad &= target != ignore_index
+        loss = F.cross_entropy(x, target.masked_fill(bad, 0), weight=weight,
+                               ignore_index=ignored, reduction="none",
+                               label_smoothing=smoothing)
+        loss = loss.masked_fill(bad, float("nan"))
+    if moved:
+        loss = loss.reshape(shape[:axis] + shape[axis + 1 :])
+    return loss.to(logits.dtype) if logits.dtype in _HALF else loss
+
+
+def _ignored_rows_read_as_zero(x: torch.Tensor, target: torch.Tensor,
+                               ignore_index: int) -> torch.Tensor:
+    """``x`` whose rows labelled ``ignore_index`` get gradient exactly 0. torch's is
+    ``0 - p * 0``: 0 where the row is finite, NaN where it is not. So in plain eager code on
+    the host those rows are looked at (only they) and zeroed only if one is not finite;
+    under transforms, ``torch.compile`` and on accelerators they always are."""
+    compiling = torch.compiler.is_compiling()
+    if not x.requires_grad and (compiling or not context.transformed(x)):
+        return x  # no gradient: the loss of an ignored row is 0 whatever its logits
+    ignored = target == ignore_index
+    if not compiling and x.is_cpu and not context.transformed(x, target):
+        if not ignored.any():
+            return x
+        rows = x.movedim(1, -1)[ignored] if x.ndim > 1 else x[ignored]
+        if rows.amax(-1).isfinite().all():
+            return x
+    return x.masked_fill(ignored.unsqueeze(1) if x.ndim > 1 else ignored, 0.0)

@@ -83,8 +83,9 @@ def might_hold(be: Backend, labels: Array, value: int, num_classes: int | None) 
     labels were read (eager, on the host) and all lie in ``[0, num_classes)``, ``value``
     outside. Lets a twin leave a framework's default ``ignore_index=-100`` out of the core
     call (a full-size pass) when no row carries it. ``first_out_of_range(labels, 0)`` is the
-    first label when the backend looks at all, None when it cannot (tracing, accelerator)."""
-    if num_classes is None or 0 <= value < num_classes:
+    first label when the backend looks at all, None when it cannot (tracing, accelerator).
+    True on a backend whose ``ignore_index`` is free (``Backend.cheap_ignore_index``)."""
+    if be.cheap_ignore_index or num_classes is None or 0 <= value < num_classes:
         return True
     if be.first_out_of_range(labels, num_classes) is not None:
         return True
