@@ -57,7 +57,7 @@ def torch_cases(n: int, c: int, overhead: bool) -> list[Case]:
     a = _arrays(n, c)
     x, t = torch.tensor(a["x"]), torch.tensor(a["index"])
     core = lambda: xent.sparse_softmax_cross_entropy_with_logits(  # noqa: E731
-        labels=t, logits=x, axis=1, reduction="mean")
+        labels=t, logits=x, axis=1, reduction="mean", ignore_index=-100)  # torch's default
     return [("torch F.cross_entropy(x, t)", lambda: twin.cross_entropy(x, t),
              core if overhead else lambda: F.cross_entropy(x, t))]
 

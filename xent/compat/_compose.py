@@ -22,10 +22,11 @@ Array = Any
 
 def backend_of(logits: Any, *others: Any) -> Backend:
     """The backend a call on ``logits`` (and ``others``) runs on, checking they agree."""
-    be = _dispatch.resolve(logits, None, None)
+    owner = _dispatch.owner(logits)
+    be = _dispatch.pick(owner, None, None)
     for other in others:
-        if other is not None:
-            _dispatch.pick(_dispatch.owner(logits), _dispatch.owner(other, "labels"), None)
+        if other is not None and (found := _dispatch.owner(other, "labels")) is not owner:
+            _dispatch.pick(owner, found, None)  # raises for two frameworks
     return be
 
 
@@ -55,6 +56,11 @@ def shape_of(be: Backend, x: Any) -> tuple[int | None, ...]:
     the class axis by the framework's conventions, so they need the rank statically."""
     if _dispatch.owner(x, "argument") is None:
         return np.shape(x)
+    return static_shape(be, x)
+
+
+def static_shape(be: Backend, x: Any) -> tuple[int | None, ...]:
+    """:func:`shape_of` a tensor of ``be`` (e.g. from :func:`native`)."""
     shape = be.shape(x)
     if shape is None:
         raise ValueError(

@@ -52,7 +52,7 @@ def _prepared(input: Any, dim: int | None, dtype: Any) -> tuple[Any, int]:
     if dtype is not None:
         input = be.cast(input, _dtype_name(dtype))
     if dim is None:
-        dim = _softmax_dim(len(_compose.shape_of(be, input)))
+        dim = _softmax_dim(len(_compose.static_shape(be, input)))
     return input, dim
 
 
@@ -124,7 +124,7 @@ def cross_entropy(
         raise ValueError(f"{reduction} is not a valid value for reduction")
     be = _compose.backend_of(input, target)
     input = _compose.native(be, input)
-    shape = _compose.shape_of(be, input)
+    shape = _compose.static_shape(be, input)
     axis = 0 if len(shape) == 1 else 1
     if tuple(_compose.shape_of(be, target)) == tuple(shape):  # class probabilities
         if ignore_index >= 0:
