@@ -33,6 +33,7 @@ from xent.backends._torch_convert import from_numpy, to_numpy, torch_dtype
 from xent.backends._torch_options import TorchArrayOps
 
 _HALF = (torch.float16, torch.bfloat16)
+_transforms_active = torch._C._are_functorch_transforms_active
 # every dtype's name up front: a cache filled while torch.compile traces would change under
 # the compiled code's guards and cost it a recompile
 _DTYPE_NAMES: dict[torch.dtype, str] = {
@@ -101,6 +102,11 @@ class TorchBackend(TorchArrayOps, Backend):
         held = context.host_values(labels)
         if held is None or held.numel() == 0:
             return None  # on an accelerator or while compiling the kernel marks such rows NaN
+        if held.numel() <= 64 and not _transforms_active():  # a few labels: in Python
+            for value in held.reshape(-1).tolist():
+                if not 0 <= value < num_classes:
+                    return int(value)
+            return None
         values = context.to_host_numpy(held)  # NumPy has min/max for every unsigned dtype
         if values.min() >= 0 and values.max() < num_classes:
             return None
