@@ -94,6 +94,17 @@ def picked_term(labels: torch.Tensor, x: torch.Tensor, dim: int, top: torch.Tens
     return torch.where(here, top.squeeze(dim) - picked, 0.0), local, here
 
 
+def row_statistics(x: torch.Tensor, dim: int,
+                   groups: Groups) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The global ``(M, r, k)`` of each row for ``softmax`` and ``log_softmax``: the maximum
+    (round 1), then the sum below it and the count of ties (round 2)."""
+    mine, at = row_max(x, dim)
+    top = all_reduce(mine, "max", groups)                                             # round 1
+    r, k = rest(x, dim, top, mine, at)
+    r, k = all_reduce(torch.stack([r, k], -1), "sum", groups).unbind(-1)              # round 2
+    return top, r, k
+
+
 def log_norm(top: torch.Tensor, r: torch.Tensor, k: torch.Tensor, dim: int) -> torch.Tensor:
     """``logsumexp - M = log1p(r + (k - 1))`` from the summed ``r`` and ``k``, the number of
     terms ``exp(0) = 1`` left out of ``r`` (``k - 1``, an exact integer, puts back all but
@@ -170,10 +181,7 @@ class LogSoftmax(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, logits: torch.Tensor, dim: int, groups: Groups) -> torch.Tensor:
         x = _compute(logits)
-        mine, at = row_max(x, dim)
-        top = all_reduce(mine, "max", groups)                                         # round 1
-        r, k = rest(x, dim, top, mine, at)
-        r, k = all_reduce(torch.stack([r, k], -1), "sum", groups).unbind(-1)          # round 2
+        top, r, k = row_statistics(x, dim, groups)
         out = (x - top).sub_(log_norm(top, r, k, dim))
         ctx.dim, ctx.groups = dim, groups
         ctx.save_for_backward(out)
@@ -194,10 +202,7 @@ class Softmax(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, logits: torch.Tensor, dim: int, groups: Groups) -> torch.Tensor:
         x = _compute(logits)
-        mine, at = row_max(x, dim)
-        top = all_reduce(mine, "max", groups)                                         # round 1
-        r, k = rest(x, dim, top, mine, at)
-        r, k = all_reduce(torch.stack([r, k], -1), "sum", groups).unbind(-1)          # round 2
+        top, r, k = row_statistics(x, dim, groups)
         out = (x - top).exp_().div_((r + k).unsqueeze(dim)).add_(top - top)
         ctx.dim, ctx.groups = dim, groups
         ctx.save_for_backward(out)
