@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from xent.backends import _torch_context as context
+from xent.backends import _torch_eager as eager
+from xent.backends import _torch_eager_options as eager_options
 from xent.backends import _torch_modes
 from xent.backends import _torch_ops as ops
 from xent.backends._base import Backend
@@ -140,20 +142,40 @@ class TorchBackend(TorchArrayOps, Backend):
     ) -> torch.Tensor:
         return _sparse(labels, logits, axis)
 
+    def softmax_cross_entropy_with_options(
+        self, labels: torch.Tensor, logits: torch.Tensor, axis: int, options: Any
+    ) -> torch.Tensor:
+        """``where``, label smoothing and class weights built chunk by chunk in plain eager
+        code on the CPU (``_torch_eager_options``); elsewhere the composition."""
+        x = _compute(logits)
+        dressing = eager_options.dressing(labels, x, axis, options, sparse=False)
+        if dressing is None:
+            return super().softmax_cross_entropy_with_options(labels, logits, axis, options)
+        loss = eager.dense_loss(_compute(labels), x, axis, dressing)
+        return _weighted(loss.to(logits.dtype) if logits.dtype in _HALF else loss, options)
+
     def sparse_softmax_cross_entropy_with_options(
         self, labels: torch.Tensor, logits: torch.Tensor, axis: int, options: Any
     ) -> torch.Tensor:
         """Class weights, ``ignore_index`` and label smoothing in torch's own fused kernel
         (``F.cross_entropy``: ``(1 - e) w_t (lse - x_t) + e / C sum_c w_c (lse - x_c)``,
-        0 in an ignored row: ``xent._options``' formula with one-hot labels); ``where``
-        goes through the composition."""
+        0 in an ignored row: ``xent._options``' formula with one-hot labels); with
+        ``where``, the chunked eager kernel (plain eager code on the CPU) or the
+        composition."""
         smoothing = options.label_smoothing if options.smooths else 0.0
         if options.where is not None or type(smoothing) is not float:
-            return super().sparse_softmax_cross_entropy_with_options(labels, logits, axis,
-                                                                     options)
+            x, dressing = _compute(logits), None
+            if options.where is not None:
+                dressing = eager_options.dressing(labels, x, axis, options, sparse=True)
+            if dressing is None:
+                return super().sparse_softmax_cross_entropy_with_options(labels, logits,
+                                                                         axis, options)
+            loss = eager.dense_loss(labels, x, axis, dressing)
+            return _weighted(loss.to(logits.dtype) if logits.dtype in _HALF else loss,
+                             options)
         loss = _sparse(labels, logits, axis, options.class_weights, smoothing,
                        options.ignore_index)
-        return loss if options.weights is None else loss * options.weights
+        return _weighted(loss, options)
 
     # -- conformance hooks: eager, and the transforms vmap and compile (see _torch_modes) ---
     def run(self, mode: str, fn: Callable[..., Any], *args: np.ndarray) -> np.ndarray:
@@ -169,6 +191,11 @@ class TorchBackend(TorchArrayOps, Backend):
         tangents: tuple[np.ndarray | None, ...],
     ) -> tuple[np.ndarray, np.ndarray]:
         return _torch_modes.jvp(mode, fn, args, tangents)
+
+
+def _weighted(loss: torch.Tensor, options: Any) -> torch.Tensor:
+    """The per-row ``loss`` times the row weights, if any."""
+    return loss if options.weights is None else loss * options.weights
 
 
 #: torch's ``ignore_index`` when xent's is None: a label equal to it is out of range, which

@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from xent.backends._torch_eager_options import Buffers, Dressing
+
 CHUNK = 1 << 18  # elements per chunk (1 MiB of float32): its log_p and products stay cached
 SMALL = 1 << 12  # up to this many elements, torch's own kernel and a look at its values
 _NAN = float("nan")
@@ -48,45 +50,90 @@ def _chunks(dim: int, like: torch.Tensor, *tensors: Any) -> Any:
 
 
 def forward(labels: torch.Tensor, logits: torch.Tensor, dim: int,
-            log_p: torch.Tensor | None = None) -> torch.Tensor:
+            log_p: torch.Tensor | None = None, dressing: Dressing | None = None) -> torch.Tensor:
     """The loss rows; ``log_p`` (if given: ``logits``' shape, contiguous) receives
-    ``log_softmax(logits)``."""
+    ``log_softmax(logits)``. With a ``dressing`` (loss options), each chunk's labels and
+    logits are first made the options' ``y~`` and ``x~`` (``_torch_eager_options``)."""
     loss, first, total = (logits.new_empty(logits.shape[:dim] + logits.shape[dim + 1:])
                           for _ in range(3))
-    scratch = None
-    for y, x, lp, loss_c, first_c, total_c in _chunks(dim, logits, labels, logits, log_p,
-                                                      loss, first, total):
+    rows = (labels, None, None) if dressing is None else dressing.rows(labels)
+    scratch = bufs = None
+    for y, mask, ignored, x, lp, loss_c, first_c, total_c in _chunks(
+            dim, logits, *rows, logits, log_p, loss, first, total):
         if scratch is None:
             scratch = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        buf = scratch if x.shape[0:1] == scratch.shape[0:1] else scratch[:x.shape[0]]
-        if lp is None:  # no gradient: the products overwrite log_p
-            lp = torch.log_softmax(x, dim, out=buf)
-            first_c.copy_(lp.select(dim, 0))
-            products = lp.mul_(y)
-        else:
-            torch.log_softmax(x, dim, out=lp)
-            first_c.copy_(lp.select(dim, 0))
-            products = torch.mul(lp, y, out=buf)
-        torch.nansum(products, dim, out=loss_c)
-        torch.sum(y, dim, out=total_c)
+            bufs = None if dressing is None else Buffers(scratch)
+        out = (_head(scratch, x), lp, loss_c, first_c, total_c)
+        if dressing is None:
+            _loss_rows(y, x, dim, *out)
+            continue
+        assert bufs is not None
+        for exact in (False, True):
+            dressed_y, dressed_x = dressing.chunk(None if dressing.gathers else y, x, mask,
+                                                  ignored, bufs.head(x), exact)
+            if dressing.gathers:
+                lp = torch.log_softmax(dressed_x, dim, out=out[0] if lp is None else lp)
+                first_c.copy_(lp.select(dim, 0))
+                loss_c.copy_(dressing.picked(lp, y, mask, ignored))
+                total_c.zero_()
+            else:
+                _loss_rows(dressed_y, dressed_x, dim, *out)
+            if mask is None or not bool(first_c.isnan().any() or total_c.isnan().any()):
+                break  # else a NaN row: real, or a NaN at an excluded class (Dressing.chunk)
     # nansum dropped every 0 * -inf (a masked class) but also real NaNs: a NaN, +inf or
     # all -inf logit row has a NaN log_p row, NaN labels a NaN sum; those rows are NaN
     return loss.neg_().masked_fill_(first.isnan() | total.isnan(), _NAN)
 
 
+def _loss_rows(y: torch.Tensor, x: torch.Tensor, dim: int, buf: torch.Tensor,
+               lp: torch.Tensor | None, loss: torch.Tensor, first: torch.Tensor,
+               total: torch.Tensor) -> None:
+    """One chunk: ``-loss`` (before NaN rows are put back), ``log_p``'s first class and
+    ``sum(y)`` of its rows, into ``loss``, ``first``, ``total``; ``lp`` (if not None)
+    receives ``log_softmax(x)``, else ``buf`` is scratch for it."""
+    if lp is None:  # no gradient: the products overwrite log_p
+        lp = torch.log_softmax(x, dim, out=buf)
+        first.copy_(lp.select(dim, 0))
+        products = lp.mul_(y)
+    else:
+        torch.log_softmax(x, dim, out=lp)
+        first.copy_(lp.select(dim, 0))
+        products = torch.mul(lp, y, out=buf)
+    torch.nansum(products, dim, out=loss)
+    torch.sum(y, dim, out=total)
+
+
+def _head(scratch: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The first rows of a chunk buffer, as many as ``like`` has (the last chunk is short)."""
+    return scratch if like.shape[0:1] == scratch.shape[0:1] else scratch[:like.shape[0]]
+
+
 def _gradient(labels: torch.Tensor, log_p: torch.Tensor, grad: torch.Tensor,
-              dim: int) -> torch.Tensor:
+              dim: int, dressing: Dressing | None = None) -> torch.Tensor:
     """``d/dlogits`` for the loss's cotangent ``grad``, chunk by chunk, in one new buffer:
-    ``G - exp(log_p) * sum(G)`` with ``G = -grad * labels``."""
+    ``G - exp(log_p) * sum(G)`` with ``G = -grad * labels`` (the dressed labels ``y~``)."""
     out = torch.empty(log_p.shape, dtype=log_p.dtype, device=log_p.device)
     ng = grad.neg().unsqueeze(dim)
-    scratch = None
-    for y, lp, g, o in _chunks(dim, log_p, labels, log_p, ng, out):
+    rows = (labels, None, None) if dressing is None else dressing.rows(labels)
+    scratch = bufs = None
+    for y, mask, ignored, lp, g, o in _chunks(dim, log_p, *rows, log_p, ng, out):
         if scratch is None:
             scratch = torch.empty(lp.shape, dtype=lp.dtype, device=lp.device)
-        buf = scratch if lp.shape[0:1] == scratch.shape[0:1] else scratch[:lp.shape[0]]
-        torch.mul(y, g, out=buf)
-        torch._log_softmax_backward_data(buf, lp, dim, lp.dtype, out=o)
+            bufs = None if dressing is None else Buffers(scratch)
+        buf = _head(scratch, lp)
+        if dressing is None:
+            torch.mul(y, g, out=buf)
+            torch._log_softmax_backward_data(buf, lp, dim, lp.dtype, out=o)
+            continue
+        assert bufs is not None
+        for exact in (False, True):
+            dressed = dressing.chunk(y, None, mask, ignored, bufs.head(lp), exact)[0]
+            torch.mul(dressed, g, out=buf)
+            torch._log_softmax_backward_data(buf, lp, dim, lp.dtype, out=o)
+            if mask is None or bool(o.sum().isfinite()):
+                break  # else a non-finite row: see Dressing.chunk
+        if mask is not None and exact:
+            torch.where(mask, o, dressing.zero, out=o)  # excluded: 0, also in a NaN row
     return out
 
 
@@ -94,11 +141,11 @@ class _Dense(torch.autograd.Function):
     """The dense loss, ``(labels, logits, dim) -> (loss, log_p)``, for plain eager autograd."""
 
     @staticmethod
-    def forward(ctx: Any, labels: torch.Tensor, logits: torch.Tensor,
-                dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(ctx: Any, labels: torch.Tensor, logits: torch.Tensor, dim: int,
+                dressing: Dressing | None) -> tuple[torch.Tensor, torch.Tensor]:
         log_p = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-        loss = forward(labels, logits, dim, log_p)
-        ctx.dim = dim
+        loss = forward(labels, logits, dim, log_p, dressing)
+        ctx.dim, ctx.dressing = dim, dressing
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(labels, log_p)
         return loss, log_p
@@ -109,32 +156,44 @@ class _Dense(torch.autograd.Function):
         from xent.backends._torch_context import transformed
 
         labels, log_p = ctx.saved_tensors
-        dim, (want_labels, want_logits) = ctx.dim, ctx.needs_input_grad[:2]
+        dim, dressing = ctx.dim, ctx.dressing
+        want_labels, want_logits = ctx.needs_input_grad[:2]
         dlabels = dlogits = None
+        in_place = not (torch.is_grad_enabled() or grad_log_p is not None
+                        or (grad is not None and transformed(grad)))
         if grad is not None:
             g = grad.unsqueeze(dim)
-            if want_logits and not (torch.is_grad_enabled() or grad_log_p is not None
-                                    or transformed(grad)):
-                dlogits = _gradient(labels, log_p, grad, dim)
+            if want_logits and in_place:
+                dlogits = _gradient(labels, log_p, grad, dim, dressing)
             elif want_logits:  # a graph of this backward (double backward), batched grads
-                total = labels.sum(dim, keepdim=True)
-                dlogits = log_p.exp() * (g * total) - labels * g
+                y = labels if dressing is None else dressing.full_labels(labels)
+                dlogits = log_p.exp() * (g * y.sum(dim, keepdim=True)) - y * g
             if want_labels:
                 dlabels = log_p * g.neg()
+                if dressing is not None:
+                    dlabels = dressing.labels_gradient(dlabels)
         if grad_log_p is not None:  # only in derivatives of derivatives
             through = grad_log_p - log_p.exp() * grad_log_p.sum(dim, keepdim=True)
             dlogits = through if dlogits is None else dlogits + through
-        return dlabels, dlogits, None
+        if dressing is not None and dlogits is not None and not in_place:
+            dlogits = dressing.excluded_zero(dlogits)  # excluded classes are never read
+        return dlabels, dlogits, None, None
 
 
-def dense_loss(labels: torch.Tensor, logits: torch.Tensor, dim: int) -> torch.Tensor:
+def dense_loss(labels: torch.Tensor, logits: torch.Tensor, dim: int,
+               dressing: Dressing | None = None) -> torch.Tensor:
     """``sum_c labels_c * (logsumexp(logits) - logits_c)`` over ``dim`` in plain eager code
-    (``labels`` and ``logits``: same shape, same float dtype)."""
+    (``labels`` and ``logits``: same shape, same float dtype); with a ``dressing``, the
+    options' ``y~`` and ``x~`` for ``labels`` and ``logits`` (sparse ``labels`` then)."""
+    if dressing is not None:
+        if torch.is_grad_enabled() and (labels.requires_grad or logits.requires_grad):
+            return _Dense.apply(labels, logits, dim, dressing)[0]
+        return forward(labels, logits, dim, dressing=dressing)
     if logits.numel() <= SMALL and (dim == 1 or logits.ndim == 1):  # classes where F wants
         loss = _cross_entropy(logits, labels, None, 0, -100, 0.0)
         total = sum(loss.tolist() if loss.ndim == 1 else loss.reshape(-1).tolist())
         if total == total:  # no NaN: torch's value (and graph) is ours
             return loss
     if torch.is_grad_enabled() and (labels.requires_grad or logits.requires_grad):
-        return _Dense.apply(labels, logits, dim)[0]
+        return _Dense.apply(labels, logits, dim, None)[0]
     return forward(labels, logits, dim)
