@@ -136,6 +136,35 @@ def test_bad_ignore_index(backend) -> None:  # type: ignore[no-untyped-def]
         dense(labels=LABELS, logits=logits, ignore_index=-100)  # type: ignore[call-arg]
 
 
+@pytest.mark.parametrize("rows", [3, 100], ids=["few-labels", "many-labels"])
+def test_ignored_rows_are_exempt_from_the_range_check(backend, rows: int) -> None:  # type: ignore[no-untyped-def]
+    """The same errors and results whether the labels are few (read once, as Python ints:
+    ``Backend.few_labels``) or many; an ``ignore_index`` no label equals changes nothing."""
+    logits = native(backend, np.tile(LOGITS, (rows, 1))[:rows])
+    labels = np.arange(rows) % 3
+    labels[1] = -100
+    bad = labels.copy()
+    bad[-1] = 7
+    with pytest.raises(ValueError, match="sparse label 7 is out of range"):
+        sparse(labels=native(backend, bad), logits=logits, ignore_index=-100)
+    with pytest.raises(ValueError, match="sparse label -100 is out of range"):
+        sparse(labels=native(backend, labels), logits=logits)
+    kept = labels != -100
+    for reduction in ("none", "mean", "sum"):
+        got = sparse(labels=native(backend, labels), logits=logits, ignore_index=-100,
+                     reduction=reduction)
+        unused = sparse(labels=native(backend, labels[kept]),
+                        logits=native(backend, np.tile(LOGITS, (rows, 1))[:rows][kept]),
+                        ignore_index=5, reduction=reduction)
+        plain = sparse(labels=native(backend, labels[kept]),
+                       logits=native(backend, np.tile(LOGITS, (rows, 1))[:rows][kept]),
+                       reduction=reduction)
+        np.testing.assert_array_equal(backend.to_numpy(unused), backend.to_numpy(plain))
+        if reduction == "none":
+            got = backend.to_numpy(got)[kept]
+        np.testing.assert_allclose(backend.to_numpy(got), backend.to_numpy(plain), rtol=1e-6)
+
+
 def test_an_option_of_another_framework_names_it(backend) -> None:  # type: ignore[no-untyped-def]
     others = [b for b in xent.backends.available() if b not in ("numpy", backend.name)]
     if not others:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -354,13 +355,7 @@ def sparse_softmax_cross_entropy_with_logits(
                                       label_smoothing, where, ignore_index)
     num_classes = None if shape is None else shape[axis]  # None: unknown while tracing
     if num_classes is not None:
-        checked = labels
-        if opt is not None and opt.ignore_index is not None and not (
-                0 <= opt.ignore_index < num_classes):  # ignored rows are exempt
-            checked = be.where(be.equal(labels, opt.ignore_index), 0, labels)
-        bad = be.first_out_of_range(checked, num_classes)
-        if bad is not None:
-            raise _validate.label_out_of_range(bad, num_classes)
+        opt = _checked_labels(be, labels, num_classes, opt)
     if opt is None:
         loss = be.sparse_softmax_cross_entropy_with_logits(labels, logits, axis)
         if reduction == "none":
@@ -373,6 +368,34 @@ def sparse_softmax_cross_entropy_with_logits(
     if reduction != "sum":
         denominator = _options_module.sparse_denominator(be, labels, loss, opt, reduction)
     return _options_module.reduce(be, loss, reduction, denominator)
+
+
+def _checked_labels(be: Backend, labels: Array, num_classes: int,
+                    opt: Options | None) -> Options | None:
+    """Raise for a sparse label outside ``[0, num_classes)`` (rows labelled ``ignore_index``
+    are exempt) where the backend can read the labels; return ``opt``, without an
+    ``ignore_index`` that no label equals (it changes nothing, and costs a pass), None if
+    nothing is left of it. A few labels on the host are read once, as Python ints."""
+    ignore = None if opt is None else opt.ignore_index
+    reader = getattr(be, "few_labels", None)  # a duck-typed backend may not have it
+    few = None if reader is None else reader(labels)
+    if few is None:
+        checked = labels
+        if ignore is not None and not 0 <= ignore < num_classes:  # ignored rows are exempt
+            checked = be.where(be.equal(labels, ignore), 0, labels)
+        bad = be.first_out_of_range(checked, num_classes)
+        if bad is not None:
+            raise _validate.label_out_of_range(bad, num_classes)
+        return opt
+    for value in few:
+        if not 0 <= value < num_classes and value != ignore:
+            raise _validate.label_out_of_range(value, num_classes)
+    if opt is None or ignore is None or ignore in few:
+        return opt
+    if (opt.weights is None and opt.class_weights is None and opt.where is None
+            and not opt.smooths):
+        return None
+    return dataclasses.replace(opt, ignore_index=None)
 
 
 def _missing(args: tuple[Any, ...], labels: Any, logits: Any, function: str) -> None:

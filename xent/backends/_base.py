@@ -125,6 +125,13 @@ class Backend:
         device sync or while tracing; the loss of such a row must then be NaN."""
         return None
 
+    def few_labels(self, labels: Array) -> list[int] | None:
+        """Sparse ``labels`` as a flat list of Python ints when they are few (at most 64)
+        and readable at once on the host (no device sync, not while tracing): the API then
+        checks their range, and looks for ``ignore_index``, in Python. None (the default):
+        it asks :meth:`first_out_of_range`."""
+        return None
+
     def reduce(self, loss: Array, reduction: str) -> Array:
         """``"sum"`` or ``"mean"`` of all elements (``"none"`` never reaches here)."""
         return loss.sum() if reduction == "sum" else loss.mean()

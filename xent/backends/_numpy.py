@@ -87,6 +87,11 @@ class NumpyBackend(options.NumpyArrayOps, Backend):
     def to_numpy(self, x: Any) -> np.ndarray:
         return np.asarray(x)
 
+    def few_labels(self, labels: np.ndarray) -> list[int] | None:
+        if type(labels) is not np.ndarray or labels.size > 64:
+            return None  # (a subclass's own tensors: its first_out_of_range decides)
+        return labels.ravel().tolist()
+
     def first_out_of_range(self, labels: np.ndarray, num_classes: int) -> int | None:
         if labels.size <= 64:  # a Python loop beats two NumPy reductions
             for value in labels.ravel().tolist() if labels.ndim != 1 else labels.tolist():

@@ -104,22 +104,28 @@ class TorchBackend(TorchArrayOps, Backend):
         held = context.host_values(labels)
         if held is None or held.numel() == 0:
             return None  # on an accelerator or while compiling the kernel marks such rows NaN
-        if held.numel() <= 64 and not _transforms_active():  # a few labels: in Python
-            # (a view costs more than the check: 1-D labels are read as they are)
-            for value in held.tolist() if held.ndim == 1 else held.reshape(-1).tolist():
-                if not 0 <= value < num_classes:
-                    return int(value)
-            return None
+        few = self.few_labels(held)
+        if few is not None:  # a few labels: in Python
+            return next((value for value in few if not 0 <= value < num_classes), None)
         values = context.to_host_numpy(held)  # NumPy has min/max for every unsigned dtype
         if values.min() >= 0 and values.max() < num_classes:
             return None
         return int(values[(values < 0) | (values >= num_classes)][0])
 
+    def few_labels(self, labels: torch.Tensor) -> list[int] | None:
+        if labels.numel() > 64 or _transforms_active():
+            return None
+        held = context.host_values(labels)
+        if held is None:
+            return None  # on an accelerator or while compiling
+        # (a view costs more than the check: 1-D labels are read as they are)
+        return held.tolist() if held.ndim == 1 else held.reshape(-1).tolist()
+
     def reduce(self, loss: torch.Tensor, reduction: str) -> torch.Tensor:
-        total = loss.sum(dtype=torch.float32) if loss.dtype in _HALF else loss.sum()
-        if reduction == "mean":
-            total = total / loss.numel()
-        return total.to(loss.dtype)
+        if loss.dtype not in _HALF:  # torch's mean is its sum over the count, in one call
+            return loss.sum() if reduction == "sum" else loss.mean()
+        total = loss.sum(dtype=torch.float32)
+        return (total if reduction == "sum" else total / loss.numel()).to(loss.dtype)
 
     # -- math -----------------------------------------------------------------------------
     def softmax(self, logits: torch.Tensor, axis: int) -> torch.Tensor:
