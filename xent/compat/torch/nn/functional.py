@@ -122,11 +122,9 @@ def cross_entropy(
         reduction = legacy_reduction(size_average, reduce)
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{reduction} is not a valid value for reduction")
-    be = _compose.backend_of(input, target)
-    input = _compose.native(be, input)
-    shape = _compose.static_shape(be, input)
+    be, input, shape, target_shape = _compose.logits_and_labels(input, target)
     axis = 0 if len(shape) == 1 else 1
-    if tuple(_compose.shape_of(be, target)) == tuple(shape):  # class probabilities
+    if tuple(target_shape) == tuple(shape):  # class probabilities
         if ignore_index >= 0:
             raise ValueError("ignore_index is not supported for floating point target")
         return xent.softmax_cross_entropy_with_logits(
