@@ -30,18 +30,19 @@ def backend_of(logits: Any, *others: Any) -> Backend:
     return be
 
 
-def logits_and_labels(logits: Any, labels: Any) -> tuple[Backend, Array, tuple[Any, ...],
-                                                        tuple[Any, ...]]:
-    """``(backend, logits as its array, logits' static shape, labels' shape)``: what
-    :func:`backend_of`, :func:`native`, :func:`static_shape` and :func:`shape_of` give, with
-    one owner lookup per argument (a twin's hot path). The labels are not converted."""
+def logits_and_labels(logits: Any, labels: Any) -> tuple[Backend, Array, Array,
+                                                        tuple[Any, ...], tuple[Any, ...]]:
+    """``(backend, logits, labels, logits' shape, labels' shape)``, both as arrays of the
+    backend: what :func:`backend_of`, :func:`native` and :func:`static_shape` give, with one
+    owner lookup per argument (a twin's hot path)."""
     logits_owner = _dispatch.owner(logits)
     labels_owner = _dispatch.owner(labels, "labels")
     be = _dispatch.pick(logits_owner, labels_owner, None)  # raises for two frameworks
     if logits_owner is not be:
         logits = native(be, logits)
-    labels_shape = np.shape(labels) if labels_owner is None else static_shape(be, labels)
-    return be, logits, static_shape(be, logits), labels_shape
+    if labels_owner is not be:
+        labels = native(be, labels, like=logits)
+    return be, logits, labels, static_shape(be, logits), static_shape(be, labels)
 
 
 def native(be: Backend, x: Any, like: Any = None, dtype: str | None = None) -> Array:

@@ -122,9 +122,9 @@ def cross_entropy(
         reduction = legacy_reduction(size_average, reduce)
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{reduction} is not a valid value for reduction")
-    be, input, shape, target_shape = _compose.logits_and_labels(input, target)
+    be, input, target, shape, target_shape = _compose.logits_and_labels(input, target)
     axis = 0 if len(shape) == 1 else 1
-    if tuple(target_shape) == tuple(shape):  # class probabilities
+    if target_shape == shape:  # class probabilities
         if ignore_index >= 0:
             raise ValueError("ignore_index is not supported for floating point target")
         return xent.softmax_cross_entropy_with_logits(
@@ -132,7 +132,6 @@ def cross_entropy(
             class_weights=weight, label_smoothing=label_smoothing)
     if reduction == "mean" and weight is not None:
         reduction = "weighted_mean"  # sum(weight[target]) over the rows not ignored
-    target = _compose.native(be, target, like=input)
     ignored = ignore_index if _compose.might_hold(be, target, ignore_index,
                                                   shape[axis]) else None
     return xent.sparse_softmax_cross_entropy_with_logits(
