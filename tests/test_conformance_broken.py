@@ -347,6 +347,45 @@ def test_a_wrong_forward_mode_fails_exactly_where_labels_do_not_sum_to_1(
     assert all(q.startswith("jvp_loss/") for qs in found.values() for q in qs)
 
 
+class Releasing(FakeBackend):
+    """A correct backend that logs the mode and function of each ``run`` and its
+    ``release``."""
+
+    name = "fake-releasing"
+
+    def __init__(self, log: list[Any]) -> None:
+        super().__init__()
+        self.log = log
+
+    def run(self, mode: str, fn: Callable[..., Any], *args: np.ndarray) -> np.ndarray:
+        self.log.append((mode, fn))
+        return super().run(mode, fn, *args)
+
+    def release(self) -> None:
+        self.log.append("release")
+
+
+class WithoutRelease(FakeBackend):
+    """A correct backend without the optional ``release`` hook (as a duck-typed one)."""
+
+    name = "fake-without-release"
+    release = None  # type: ignore[assignment]
+
+
+def test_run_all_releases_each_case_after_its_last_cell(registered: Any) -> None:
+    log: list[Any] = []
+    backend = registered(Releasing(log))
+    targets = [(backend, "eager"), (backend, "trace"), (registered(WithoutRelease()), "eager")]
+    records = runner.run_all(targets, ["seed", "rank1"], ["float32", "float64"])
+    assert records and not [r for r in records if r.passed is False]
+    assert log.count("release") == 2 and log[-1] == "release"  # once a case, each backend once
+    first = log.index("release")
+    for calls in (log[:first], log[first + 1:-1]):  # one case: the same calls in every mode
+        assert calls and {fn for m, fn in calls if m == "eager"} == {
+            fn for m, fn in calls if m == "trace"}
+    assert runner.functions.cache_info().currsize == 0
+
+
 def _cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     module = tmp_path / "third_party_backends.py"
     module.write_text("import test_conformance_broken\ntest_conformance_broken.register_all()\n")

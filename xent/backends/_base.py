@@ -272,5 +272,13 @@ class Backend:
         (``torch.func.jvp``, ``tf.autodiff.ForwardAccumulator``, ``jax.jvp``)."""
         raise NotImplementedError(f"{self.name} has no autodiff")
 
+    def release(self) -> None:
+        """Free what the hooks above compiled and cached for the functions they were given
+        (jitted programs, traced graphs, the framework's compilation caches). The conformance
+        runner calls it after each case, once it no longer calls that case's functions: a
+        compiled program holds memory mappings, and a process running the whole catalog
+        would otherwise reach the kernel's limit on them (``vm.max_map_count``). Later calls
+        compile again. The default does nothing; optional for third-party backends."""
+
     def __repr__(self) -> str:
         return f"<xent backend {self.name!r}>"

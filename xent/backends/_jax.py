@@ -168,6 +168,10 @@ class JaxBackend(JaxArrayOps, Backend):
                                              [*primals, *directions])
             return value, tangent
 
+    def release(self) -> None:
+        """Forget the hooks' transformed computations (``_jax_modes.release``)."""
+        _jax_modes.release()
+
     def _arrays(self, args: tuple[np.ndarray, ...]) -> list[Array]:
         return [self.asarray(a, dtype=str(a.dtype)) for a in args]
 

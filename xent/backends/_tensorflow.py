@@ -169,3 +169,7 @@ class TensorFlowBackend(TensorFlowArrayOps, Backend):
         tangents: tuple[np.ndarray | None, ...],
     ) -> tuple[np.ndarray, np.ndarray]:
         return _tensorflow_modes.jvp(mode, fn, args, tangents)
+
+    def release(self) -> None:
+        """Forget the hooks' traced and compiled functions (``_tensorflow_modes.release``)."""
+        _tensorflow_modes.release()

@@ -199,6 +199,10 @@ class TorchBackend(TorchArrayOps, Backend):
     ) -> tuple[np.ndarray, np.ndarray]:
         return _torch_modes.jvp(mode, fn, args, tangents)
 
+    def release(self) -> None:
+        """Forget the hooks' compiled functions (``_torch_modes.release``)."""
+        _torch_modes.release()
+
 
 def _weighted(loss: torch.Tensor, options: Any) -> torch.Tensor:
     """The per-row ``loss`` times the row weights, if any."""

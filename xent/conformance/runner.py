@@ -34,7 +34,9 @@ that do not implement ``Backend.jvp``, and every quantity is n/a in a dtype the 
 not list in ``dtypes``. The value returned with a gradient or a jvp must match too.
 
 Modes: a backend's ``modes`` and ``transform_modes`` (:func:`modes_of`); the catalog runs
-the same way in each.
+the same way in each. A case's calls are the same objects in every dtype and mode (jit
+caches hit); :func:`run_all` releases them, and what the backends compiled for them, before
+the next case (:func:`release`).
 """
 
 from __future__ import annotations
@@ -176,9 +178,9 @@ def _exact_of(x: bytes, shape: tuple[int, ...], y: bytes, s: bytes | None,
 
 @functools.cache
 def functions(name: str, dtype: str, backend: Backend) -> dict[str, Callable[..., Any]]:
-    """The calls under test for case ``name`` in ``dtype`` (stable objects, so jit caches
-    can hit), with the case's options; each first checks that its logits dispatch to
-    ``backend``."""
+    """The calls under test for case ``name`` in ``dtype`` (stable objects until
+    :func:`release`, so jit caches can hit), with the case's options; each first checks that
+    its logits dispatch to ``backend``."""
     inp = cases.inputs(name, dtype)
     axis, options = inp.axis, dict(inp.options)
     where = {"where": options["where"]} if "where" in options else {}
@@ -211,6 +213,18 @@ def functions(name: str, dtype: str, backend: Backend) -> dict[str, Callable[...
         "v1": lambda y, x: v1nn.softmax_cross_entropy_with_logits(
             labels=y, logits=mine(x), dim=axis),
     }
+
+
+def release(backends: Iterable[Backend]) -> None:
+    """Forget the calls of :func:`functions` and have each of ``backends`` free what it
+    compiled for them (``Backend.release``, optional on duck-typed backends): what
+    :func:`run_all` does after each case, so that a run of the whole catalog keeps the
+    programs of one case at a time, not of every case."""
+    functions.cache_clear()
+    for backend in {id(b): b for b in backends}.values():  # each once, hashable or not
+        hook = getattr(backend, "release", None)
+        if callable(hook):
+            hook()
 
 
 def quantities(name: str) -> list[str]:
@@ -494,7 +508,8 @@ def run_all(targets: Sequence[tuple[Backend, str]], case_names: Sequence[str],
             dtypes: Sequence[str], step: Callable[[str], None] | None = None) -> list[Record]:
     """Every case in every dtype on every target, then pairwise agreement per case and dtype.
 
-    ``step(label)`` is called after each (case, dtype, target)."""
+    ``step(label)`` is called after each (case, dtype, target). What a case compiled is
+    released before the next (:func:`release`)."""
     records: list[Record] = []
     for name in case_names:
         for dtype in dtypes:
@@ -506,4 +521,5 @@ def run_all(targets: Sequence[tuple[Backend, str]], case_names: Sequence[str],
                 if step is not None:
                     step(f"{backend.name}/{mode} {name} {dtype}")
             records += pairwise(name, dtype, done)
+        release(backend for backend, _ in targets)
     return records
