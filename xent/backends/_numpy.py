@@ -90,14 +90,12 @@ class NumpyBackend(options.NumpyArrayOps, Backend):
     def few_labels(self, labels: np.ndarray) -> list[int] | None:
         if type(labels) is not np.ndarray or labels.size > 64:
             return None  # (a subclass's own tensors: its first_out_of_range decides)
-        return labels.ravel().tolist()
+        return labels.tolist() if labels.ndim == 1 else labels.ravel().tolist()
 
     def first_out_of_range(self, labels: np.ndarray, num_classes: int) -> int | None:
-        if labels.size <= 64:  # a Python loop beats two NumPy reductions
-            for value in labels.ravel().tolist() if labels.ndim != 1 else labels.tolist():
-                if not 0 <= value < num_classes:
-                    return value
-            return None
+        few = self.few_labels(labels)
+        if few is not None:  # a Python loop beats two NumPy reductions
+            return next((value for value in few if not 0 <= value < num_classes), None)
         if labels.dtype.kind == "i":  # negative labels wrap to huge unsigned values
             unsigned = labels.view(np.dtype(f"u{labels.dtype.itemsize}"))
         else:

@@ -101,12 +101,12 @@ class TorchBackend(TorchArrayOps, Backend):
         return x.detach()
 
     def first_out_of_range(self, labels: torch.Tensor, num_classes: int) -> int | None:
+        few = self.few_labels(labels)
+        if few is not None:  # a few labels: in Python
+            return next((value for value in few if not 0 <= value < num_classes), None)
         held = context.host_values(labels)
         if held is None or held.numel() == 0:
             return None  # on an accelerator or while compiling the kernel marks such rows NaN
-        few = self.few_labels(held)
-        if few is not None:  # a few labels: in Python
-            return next((value for value in few if not 0 <= value < num_classes), None)
         values = context.to_host_numpy(held)  # NumPy has min/max for every unsigned dtype
         if values.min() >= 0 and values.max() < num_classes:
             return None

@@ -177,8 +177,11 @@ class Dressing:
             if self.mask is not None:
                 y = y.masked_fill(self.mask.logical_not(), 0.0)
             return y if self.class_weights is None else y * self.class_weights
-        bufs = Buffers(torch.empty(self.shape, dtype=self.dtype, device=self.index.device))
-        return self.chunk(self.index, None, self.mask, self.ignored, bufs, exact=True)[0]
+        y = self._labels(self.index, self.mask, None,
+                         torch.empty(self.shape, dtype=self.dtype, device=self.index.device))
+        if self.ignored is not None:
+            y.masked_fill_(self.ignored.unsqueeze(self.dim), 0.0)
+        return y
 
 
 def dressing(labels: torch.Tensor, logits: torch.Tensor, dim: int, options: Any,
