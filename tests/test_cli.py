@@ -67,3 +67,23 @@ def test_no_framework_log_noise_unless_verbose(command: list[str]) -> None:
                               capture_output=True, text=True, timeout=300, env=env)
         assert loud.returncode == 0
         assert "cpu_feature_guard" in loud.stderr  # TF's C++ start-up line, shown with -v
+
+
+def test_a_quiet_import_that_fails_still_shows_what_it_wrote(tmp_path) -> None:
+    """The silenced import keeps its C-level stderr only while it succeeds: a failing import
+    replays it, so the reason is never lost; the import's own exception still propagates."""
+    (tmp_path / "noisy_pkg").mkdir()
+    (tmp_path / "noisy_pkg" / "__init__.py").write_text(
+        "import os\nos.write(2, b'C-level line\\n')\n"
+        "if os.environ.get('NOISY_FAIL'):\n    raise ImportError('broken build')\n")
+    script = ("import sys; from xent._quiet import quiet_imports\n"
+              "quiet_imports(['noisy_pkg'])\n"
+              "import importlib.util; importlib.util.find_spec('noisy_pkg')\n"
+              "import noisy_pkg; print('imported')\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    ok = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert (ok.returncode, ok.stdout, ok.stderr) == (0, "imported\n", "")
+    bad = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env={**env, "NOISY_FAIL": "1"})
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("C-level line\n") and "ImportError: broken build" in bad.stderr

@@ -100,9 +100,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _quiet_frameworks() -> None:
     """No framework start-up noise (TensorFlow's C++ log lines, Python warnings) unless
-    ``-v``; an explicit ``TF_CPP_MIN_LOG_LEVEL`` in the environment wins."""
+    ``-v``; an explicit ``TF_CPP_MIN_LOG_LEVEL`` in the environment wins for the lines TF logs
+    after its import."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import warnings
+
+    from xent._quiet import quiet_imports
+
+    quiet_imports(("tensorflow",))
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
