@@ -59,6 +59,10 @@ def _returned(value: tf.Tensor, like: Any) -> tf.Tensor:
     return value if value.dtype == like.dtype.base_dtype else tf.cast(value, like.dtype)
 
 
+#: id(DType) -> (the DType, its name): the twins and the API ask per call
+_DTYPE_NAMES: dict[int, tuple[Any, str]] = {}
+
+
 class TensorFlowBackend(TensorFlowArrayOps, Backend):
     name = "tensorflow"
     module = "tensorflow"
@@ -89,7 +93,11 @@ class TensorFlowBackend(TensorFlowArrayOps, Backend):
         return None if shape.rank is None else tuple(shape.as_list())
 
     def dtype_name(self, x: Any) -> str:
-        return x.dtype.base_dtype.name  # TF names match NumPy's
+        dtype = x.dtype
+        known = _DTYPE_NAMES.get(id(dtype))  # DType.name costs 0.5-0.8 us; a lookup 0.1
+        if known is None or known[0] is not dtype:
+            known = _DTYPE_NAMES[id(dtype)] = (dtype, dtype.base_dtype.name)  # keeps it alive
+        return known[1]  # TF names match NumPy's
 
     def asarray(self, value: Any, *, like: Any = None, dtype: str | None = None) -> Any:
         array = np.asarray(value)

@@ -48,7 +48,7 @@ def logits_and_labels(logits: Any, labels: Any) -> tuple[Backend, Array, Array,
 def native(be: Backend, x: Any, like: Any = None, dtype: str | None = None) -> Array:
     """``x`` as an array of ``be`` (framework-neutral input converted; a tensor as is)."""
     if _dispatch.owner(x, "argument") is be:
-        return x if dtype is None else be.cast(x, dtype)
+        return x if dtype is None or be.dtype_name(x) == dtype else be.cast(x, dtype)
     if like is not None and (adopted := be.adopt(x, like)) is not None:
         return adopted if dtype is None else be.cast(adopted, dtype)  # under torch.compile
     if np.ndarray in be.native_types:
@@ -62,8 +62,12 @@ def is_integer(be: Backend, x: Any) -> bool:
     if _dispatch.owner(x, "target") is None:
         x = np.asarray(x)
         return x.dtype.kind in "iub"
-    name = be.dtype_name(x)
-    return name.startswith(("int", "uint")) or name == "bool"
+    return is_integer_name(be.dtype_name(x))
+
+
+def is_integer_name(dtype_name: str) -> bool:
+    """Whether a backend's ``dtype_name`` names integers (or booleans)."""
+    return dtype_name.startswith(("int", "uint")) or dtype_name == "bool"
 
 
 def shape_of(be: Backend, x: Any) -> tuple[int | None, ...]:

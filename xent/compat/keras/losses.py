@@ -74,20 +74,21 @@ def categorical_crossentropy(y_true: Any, y_pred: Any, from_logits: bool = False
     with ``p = softmax(y_pred)`` (``from_logits=True``) or the probabilities ``y_pred``."""
     _check_axis(axis)
     be = _compose.backend_of(y_pred, y_true)
-    return _categorical(be, y_true, _compose.native(be, y_pred), from_logits,
+    y_pred = _compose.native(be, y_pred)
+    return _categorical(be, y_true, y_pred, _compose.static_shape(be, y_pred), from_logits,
                         label_smoothing, axis)
 
 
-def _categorical(be: Any, y_true: Any, y_pred: Any, from_logits: bool,
-                 label_smoothing: float, axis: int, **core: Any) -> Any:
-    """:func:`categorical_crossentropy` through the core, with the core's ``reduction``
-    and ``weights`` in ``core``."""
-    rank = len(_compose.shape_of(be, y_pred))
+def _categorical(be: Any, y_true: Any, y_pred: Any, shape: tuple[int | None, ...],
+                 from_logits: bool, label_smoothing: float, axis: int, **core: Any) -> Any:
+    """:func:`categorical_crossentropy` through the core (``shape``: of ``y_pred``), with
+    the core's ``reduction`` and ``weights`` in ``core``."""
+    rank = len(shape)
     logits = y_pred if from_logits else _as_logits(be, y_pred, axis)
     smoothing = label_smoothing
     if label_smoothing and axis % rank != rank - 1:  # Keras divides by the last axis' size
         y_true = _compose.native(be, y_true, like=y_pred, dtype=be.dtype_name(y_pred))
-        last = _compose.shape_of(be, y_pred)[-1]
+        last = shape[-1]
         if last is None:
             raise ValueError("label_smoothing: Keras divides by the last axis' size, which is "
                              "unknown here; give y_pred a static last dimension")
@@ -97,14 +98,16 @@ def _categorical(be: Any, y_true: Any, y_pred: Any, from_logits: bool,
         labels=y_true, logits=logits, axis=axis, label_smoothing=smoothing or 0.0, **core)
 
 
-def _sparse_labels(be: Any, y_true: Any, y_pred: Any, axis: int) -> Any:
-    """Keras' sparse labels: ``[batch, 1]`` squeezed at ``axis``, floats cast to integers."""
+def _sparse_labels(be: Any, y_true: Any, y_pred: Any, shape: tuple[int | None, ...],
+                   axis: int) -> Any:
+    """Keras' sparse labels for ``y_pred`` of ``shape``: ``[batch, 1]`` squeezed at
+    ``axis``, floats cast to integers."""
     y_true = _compose.native(be, y_true, like=y_pred)
-    rank = len(_compose.shape_of(be, y_pred))
-    shape = _compose.shape_of(be, y_true)
-    if len(shape) == rank and shape[axis] == 1:
+    rank = len(shape)
+    label_shape = _compose.static_shape(be, y_true)
+    if len(label_shape) == rank and label_shape[axis] == 1:
         y_true = _compose.squeeze(y_true, axis, rank)
-    if not _compose.is_integer(be, y_true):
+    if not _compose.is_integer_name(be.dtype_name(y_true)):
         y_true = be.cast(y_true, "int32")
     return y_true
 
@@ -115,7 +118,7 @@ def sparse_categorical_crossentropy(y_true: Any, y_pred: Any, from_logits: bool 
     0 where ``y_true == ignore_class``."""
     be = _compose.backend_of(y_pred, y_true)
     y_pred = _compose.native(be, y_pred)
-    labels = _sparse_labels(be, y_true, y_pred, axis)
+    labels = _sparse_labels(be, y_true, y_pred, _compose.static_shape(be, y_pred), axis)
     logits = y_pred if from_logits else _as_logits(be, y_pred, axis)
     return xent.sparse_softmax_cross_entropy_with_logits(
         labels=labels, logits=logits, axis=axis, ignore_index=ignore_class)
@@ -143,7 +146,9 @@ class _Loss:
     def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
         be = _compose.backend_of(y_pred, y_true, sample_weight)
         y_pred = _compose.native(be, y_pred, dtype=self.dtype)
-        return self._reduced(be, y_true, y_pred, sample_weight)
+        shape = _compose.static_shape(be, y_pred)
+        labels = self._labels(be, y_true, y_pred, shape)
+        return self._reduced(be, labels, y_pred, shape, sample_weight)
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         raise NotImplementedError
@@ -155,27 +160,32 @@ class _Loss:
     def from_config(cls, config: dict[str, Any]) -> Any:
         return cls(**config)
 
-    def _core(self, be: Any, y_true: Any, y_pred: Any, reduction: str,
-              weights: Any) -> Any:
+    def _labels(self, be: Any, y_true: Any, y_pred: Any, shape: tuple[int | None, ...]) -> Any:
+        """``y_true`` as the core takes it (``shape``: of ``y_pred``), prepared once a call."""
+        return y_true
+
+    def _core(self, be: Any, labels: Any, y_pred: Any, shape: tuple[int | None, ...],
+              reduction: str, weights: Any) -> Any:
         raise NotImplementedError
 
-    def _ignored(self, be: Any, y_true: Any, y_pred: Any) -> Any:
+    def _ignored(self, be: Any, labels: Any) -> Any:
         """The rows kept (boolean, the loss shape), or None when nothing can be ignored."""
         return None
 
-    def _reduced(self, be: Any, y_true: Any, y_pred: Any, sample_weight: Any) -> Any:
-        shape = _compose.shape_of(be, y_pred)
-        loss_shape = tuple(d for i, d in enumerate(shape) if i != self._axis % len(shape))
+    def _reduced(self, be: Any, y_true: Any, y_pred: Any, shape: tuple[int | None, ...],
+                 sample_weight: Any) -> Any:
+        axis = self._axis % len(shape) if shape else 0
+        loss_shape = shape[:axis] + shape[axis + 1:]
         weights, expand = _keras_weights(be, sample_weight, loss_shape, y_pred)
         reduction = self.reduction
         if reduction in (None, "none") or loss_shape in ((), (0,)):
-            loss = self._core(be, y_true, y_pred, "none", weights)
+            loss = self._core(be, y_true, y_pred, shape, "none", weights)
             return be.expand_dims(loss, -1) if expand else loss
-        kept = self._ignored(be, y_true, y_pred)
+        kept = self._ignored(be, y_true)
         if reduction == "sum":
-            return self._core(be, y_true, y_pred, "sum", weights)
+            return self._core(be, y_true, y_pred, shape, "sum", weights)
         if reduction == "mean_with_sample_weight" and (weights is not None or kept is not None):
-            total = self._core(be, y_true, y_pred, "sum", weights)
+            total = self._core(be, y_true, y_pred, shape, "sum", weights)
             if weights is None:
                 return _compose.divide_no_nan(be, total, be.count(kept, total), total)
             if kept is None:  # Keras divides by the sum of sample_weight as given
@@ -184,12 +194,12 @@ class _Loss:
             return _compose.divide_no_nan(be, total, be.total(kept_weights), total)
         if kept is None:  # the mean over the batch
             if None not in loss_shape and 0 not in loss_shape:
-                return self._core(be, y_true, y_pred, "mean", weights)
-            total = self._core(be, y_true, y_pred, "sum", weights)
+                return self._core(be, y_true, y_pred, shape, "mean", weights)
+            total = self._core(be, y_true, y_pred, shape, "sum", weights)
             count = _compose.native(be, 1.0 * _size(loss_shape), like=total,
                                     dtype=be.dtype_name(total))
             return _compose.divide_no_nan(be, total, count, total)
-        total = self._core(be, y_true, y_pred, "sum", weights)
+        total = self._core(be, y_true, y_pred, shape, "sum", weights)
         return _compose.divide_no_nan(be, total, be.count(kept, total), total)
 
 
@@ -233,8 +243,9 @@ class CategoricalCrossentropy(_Loss):
         return {**super().get_config(), "from_logits": self.from_logits,
                 "label_smoothing": self.label_smoothing, "axis": self.axis}
 
-    def _core(self, be: Any, y_true: Any, y_pred: Any, reduction: str, weights: Any) -> Any:
-        return _categorical(be, y_true, y_pred, self.from_logits, self.label_smoothing,
+    def _core(self, be: Any, labels: Any, y_pred: Any, shape: tuple[int | None, ...],
+              reduction: str, weights: Any) -> Any:
+        return _categorical(be, labels, y_pred, shape, self.from_logits, self.label_smoothing,
                             self.axis, reduction=reduction, weights=weights)
 
 
@@ -258,18 +269,21 @@ class SparseCategoricalCrossentropy(_Loss):
         return {**super().get_config(), "from_logits": self.from_logits,
                 "ignore_class": self.ignore_class, "axis": self.axis}
 
-    def _core(self, be: Any, y_true: Any, y_pred: Any, reduction: str, weights: Any) -> Any:
-        labels = _sparse_labels(be, y_true, y_pred, self.axis)
+    def _labels(self, be: Any, y_true: Any, y_pred: Any, shape: tuple[int | None, ...]) -> Any:
+        return _sparse_labels(be, y_true, y_pred, shape, self.axis)
+
+    def _core(self, be: Any, labels: Any, y_pred: Any, shape: tuple[int | None, ...],
+              reduction: str, weights: Any) -> Any:
         logits = y_pred if self.from_logits else _as_logits(be, y_pred, self.axis)
         ignored = self.ignore_class
-        classes = _compose.shape_of(be, y_pred)[self.axis]
+        classes = shape[self.axis]
         if ignored is not None and not _compose.might_hold(be, labels, ignored, classes):
             ignored = None
         return xent.sparse_softmax_cross_entropy_with_logits(
             labels=labels, logits=logits, axis=self.axis, reduction=reduction,
             weights=weights, ignore_index=ignored)
 
-    def _ignored(self, be: Any, y_true: Any, y_pred: Any) -> Any:
+    def _ignored(self, be: Any, labels: Any) -> Any:
         if self.ignore_class is None:
             return None
-        return be.not_equal(_sparse_labels(be, y_true, y_pred, self.axis), self.ignore_class)
+        return be.not_equal(labels, self.ignore_class)

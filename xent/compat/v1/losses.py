@@ -45,9 +45,12 @@ class Reduction:
 
     @classmethod
     def validate(cls, key: str) -> None:
-        if key not in cls.all():
+        if key not in _REDUCTION_KEYS:
             raise ValueError(f"Invalid Reduction Key {key}. Key should be one of "
                              f"{cls.all()}.")
+
+
+_REDUCTION_KEYS = frozenset(Reduction.all())
 
 
 def softmax_cross_entropy(onehot_labels: Any, logits: Any, weights: Any = 1.0,
@@ -72,7 +75,7 @@ def softmax_cross_entropy(onehot_labels: Any, logits: Any, weights: Any = 1.0,
             labels=onehot_labels, logits=logits, reduction=reduction, weights=core_weights,
             label_smoothing=label_smoothing if label_smoothing > 0 else 0.0)
 
-    loss = _weighted(be, core, logits, weights, reduction)
+    loss = _weighted(be, core, logits, _compose.static_shape(be, logits), weights, reduction)
     return _collected(be, loss, loss_collection)
 
 
@@ -87,11 +90,8 @@ def sparse_softmax_cross_entropy(labels: Any, logits: Any, weights: Any = 1.0,
     if logits is None:
         raise ValueError("Argument `logits` must not be None.")
     Reduction.validate(reduction)
-    be = _dispatch.resolve(logits, labels, None)
-    logits = _compose.native(be, logits)
-    rank = len(_compose.shape_of(be, logits))
-    labels = _compose.native(be, labels, like=logits)
-    label_shape = _compose.shape_of(be, labels)
+    be, logits, labels, shape, label_shape = _compose.logits_and_labels(logits, labels)
+    rank = len(shape)
     if len(label_shape) == rank and label_shape[-1] == 1:  # [batch, 1] labels
         labels = _compose.squeeze(labels, -1, rank)
         label_shape = label_shape[:-1]
@@ -105,14 +105,15 @@ def sparse_softmax_cross_entropy(labels: Any, logits: Any, weights: Any = 1.0,
         return xent.sparse_softmax_cross_entropy_with_logits(
             labels=labels, logits=logits, reduction=reduction, weights=core_weights)
 
-    loss = _weighted(be, core, logits, weights, reduction)
+    loss = _weighted(be, core, logits, shape, weights, reduction)
     return _collected(be, loss, loss_collection)
 
 
-def _weighted(be: Any, core: Any, logits: Any, weights: Any, reduction: str) -> Any:
+def _weighted(be: Any, core: Any, logits: Any, logits_shape: tuple[int | None, ...],
+              weights: Any, reduction: str) -> Any:
     """TF1's ``compute_weighted_loss`` composed from the core: ``core(reduction, weights)``
     is the weighted loss with the core's ``reduction``."""
-    shape = _compose.shape_of(be, logits)[:-1]
+    shape = logits_shape[:-1]
     size = None if None in shape else _size(shape)
     scalar = isinstance(weights, (int, float))
     if not scalar:
