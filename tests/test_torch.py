@@ -377,3 +377,18 @@ def test_a_torch_call_imports_neither_tensorflow_nor_jax() -> None:
         """
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_labels_changed_in_place_between_calls_are_checked_again() -> None:
+    """The backend remembers which labels it last read on the host (to skip a second look
+    at where they live), never their values: the same tensor, changed in place, is
+    range-checked again, and a loss computed before is not reused."""
+    logits = torch.tensor([[0.5, 1.5, 0.1], [2.2, 1.3, 1.7]])
+    labels = torch.tensor([1, 2])
+    first = xent.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    labels[1] = 0
+    second = xent.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    assert first[1] != second[1] and first[0] == second[0]
+    labels[1] = 3
+    with pytest.raises(ValueError, match="3"):
+        xent.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
