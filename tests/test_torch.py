@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import xent
+from xent import _api
 from xent.backends import _torch_context
 from xent.compat.v1 import nn as v1
 
@@ -392,3 +393,64 @@ def test_labels_changed_in_place_between_calls_are_checked_again() -> None:
     labels[1] = 3
     with pytest.raises(ValueError, match="3"):
         xent.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean", "weighted_mean"])
+@pytest.mark.parametrize("options", [{}, {"ignore_index": 2}, {"class_weights": True},
+                                     {"class_weights": True, "ignore_index": 0,
+                                      "label_smoothing": 0.2},
+                                     {"label_smoothing": 0.1}])
+@pytest.mark.parametrize("layout", ["rows", "axis1"])
+def test_reduction_in_torchs_kernel_is_xents(reduction: str, options: dict,
+                                              layout: str) -> None:
+    """Where torch's kernel reduces (``TorchBackend.sparse_softmax_cross_entropy_reduced``),
+    the value and gradient are xent's reductions of the per-row loss: the sum, the mean over
+    the rows not ignored, the weighted mean over ``class_weights[label]``."""
+    rng = np.random.default_rng(7)
+    shape, axis = ((6, 5), -1) if layout == "rows" else ((3, 5, 4), 1)
+    x = rng.standard_normal(shape)
+    t = rng.integers(0, 5, (3, 4) if layout == "axis1" else 6)
+    kwargs = dict(options)
+    if kwargs.pop("class_weights", False):
+        kwargs["class_weights"] = torch.tensor(rng.uniform(0.5, 2.0, 5))
+    logits = torch.tensor(x, requires_grad=True)
+    labels = torch.tensor(t)
+    got = xent.sparse_softmax_cross_entropy_with_logits(
+        labels=labels, logits=logits, axis=axis, reduction=reduction, **kwargs)
+    (grad,) = torch.autograd.grad(got, logits)
+    fused = xent.backends.get("torch").sparse_softmax_cross_entropy_reduced(
+        labels, logits, axis % len(shape), _api._options(
+            xent.backends.get("torch"), logits, shape, "float64", axis % len(shape),
+            None, kwargs.get("class_weights"), kwargs.get("label_smoothing", 0.0), None,
+            kwargs.get("ignore_index")), reduction)
+    assert (fused is None) == (reduction == "mean" and "class_weights" in kwargs)
+    rows = xent.sparse_softmax_cross_entropy_with_logits(
+        labels=labels, logits=logits, axis=axis, **kwargs)
+    kept = labels != kwargs.get("ignore_index", -1)
+    if reduction == "sum":
+        want = rows.sum()
+    elif reduction == "weighted_mean" and "class_weights" in kwargs:
+        want = rows.sum() / (kwargs["class_weights"][labels] * kept).sum()
+    else:
+        want = rows.sum() / kept.sum()
+    (want_grad,) = torch.autograd.grad(want, logits)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(grad, want_grad, rtol=1e-12, atol=1e-14)
+    reference = xent.sparse_softmax_cross_entropy_with_logits(
+        labels=t, logits=x, axis=axis, reduction=reduction,
+        **{k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()})
+    np.testing.assert_allclose(got.detach().numpy(), reference, rtol=1e-12)
+
+
+def test_reduction_of_every_row_ignored_is_nan_and_of_no_rows_nan_or_zero() -> None:
+    logits = torch.zeros(3, 4)
+    labels = torch.tensor([1, 1, 1])
+    mean = xent.sparse_softmax_cross_entropy_with_logits(
+        labels=labels, logits=logits, reduction="mean", ignore_index=1)
+    assert mean.isnan()
+    empty = torch.zeros(0, 4)
+    none = torch.zeros(0, dtype=torch.int64)
+    assert xent.sparse_softmax_cross_entropy_with_logits(
+        labels=none, logits=empty, reduction="mean").isnan()
+    assert xent.sparse_softmax_cross_entropy_with_logits(
+        labels=none, logits=empty, reduction="sum") == 0

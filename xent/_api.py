@@ -356,6 +356,9 @@ def sparse_softmax_cross_entropy_with_logits(
     num_classes = None if shape is None else shape[axis]  # None: unknown while tracing
     if num_classes is not None:
         opt = _checked_labels(be, labels, num_classes, opt)
+    if reduction != "none" and (reduced := _sparse_reduced(be, labels, logits, axis, opt,
+                                                           reduction)) is not None:
+        return reduced
     if opt is None:
         loss = be.sparse_softmax_cross_entropy_with_logits(labels, logits, axis)
         if reduction == "none":
@@ -368,6 +371,13 @@ def sparse_softmax_cross_entropy_with_logits(
     if reduction != "sum":
         denominator = _options_module.sparse_denominator(be, labels, loss, opt, reduction)
     return _options_module.reduce(be, loss, reduction, denominator)
+
+
+def _sparse_reduced(be: Backend, labels: Array, logits: Array, axis: int,
+                    opt: Options | None, reduction: str) -> Array | None:
+    """The backend's loss reduced in its kernel, where it offers one (None: it does not)."""
+    fused = getattr(be, "sparse_softmax_cross_entropy_reduced", None)  # duck-typed: maybe not
+    return None if fused is None else fused(labels, logits, axis, opt, reduction)
 
 
 def _checked_labels(be: Backend, labels: Array, num_classes: int,

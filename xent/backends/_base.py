@@ -136,6 +136,13 @@ class Backend:
         """``"sum"`` or ``"mean"`` of all elements (``"none"`` never reaches here)."""
         return loss.sum() if reduction == "sum" else loss.mean()
 
+    def sparse_softmax_cross_entropy_reduced(self, labels: Array, logits: Array, axis: int,
+                                             options: Any, reduction: str) -> Array | None:
+        """The sparse loss already reduced (``"sum"``, ``"mean"`` or ``"weighted_mean"``,
+        with ``options`` or None), where the framework's kernel fuses the reduction and means
+        what xent means; None (the default): the API reduces the per-row loss itself."""
+        return None
+
     def sharded(self, axis_name: Any) -> Backend:
         """This backend where the class axis is split over the named mesh axis (the public
         functions' ``axis_name=``): a backend whose math gives the global result from each

@@ -155,6 +155,31 @@ class TorchBackend(TorchArrayOps, Backend):
     ) -> torch.Tensor:
         return _sparse(labels, logits, axis)
 
+    def sparse_softmax_cross_entropy_reduced(
+        self, labels: torch.Tensor, logits: torch.Tensor, axis: int, options: Any,
+        reduction: str,
+    ) -> torch.Tensor | None:
+        """torch's kernel reduces in the same call (``F.cross_entropy``'s ``"sum"`` and
+        ``"mean"``: 7% of a 4096x1000 call, and one kernel fewer at 2x3) where its
+        denominator is xent's: the rows not ignored, or with class weights (and no row
+        weights) the sum of the labels' class weights, which is ``"weighted_mean"``.
+        float32 and float64 logits (16-bit ones reduce their rounded losses, as without),
+        with labels range-checked on the host."""
+        if logits.dtype in _HALF or not (labels is _read_on_host[0]
+                                         or context.checks_on_host(labels)):
+            return None  # (off the host, out-of-range rows are NaN before any reduction)
+        weight, smoothing, ignore_index = None, 0.0, None
+        if options is not None:
+            smoothing = options.label_smoothing if options.smooths else 0.0
+            if (options.where is not None or options.weights is not None
+                    or type(smoothing) is not float):
+                return None
+            weight, ignore_index = options.class_weights, options.ignore_index
+        if weight is not None and reduction == "mean":
+            return None  # torch's mean with class weights is xent's weighted_mean
+        return _sparse(labels, logits, axis, weight, smoothing, ignore_index,
+                       _SUM if reduction == "sum" else _MEAN)
+
     def softmax_cross_entropy_with_options(
         self, labels: torch.Tensor, logits: torch.Tensor, axis: int, options: Any
     ) -> torch.Tensor:
@@ -224,16 +249,18 @@ _cross_entropy: Any = torch._C._nn.cross_entropy_loss
 #: the API has checked on the host (elsewhere out-of-range rows are NaN before the kernel)
 _NO_IGNORE = -100
 _INT64 = torch.int64
+_NONE, _MEAN, _SUM = 0, 1, 2  # the kernel's reduction codes
 
 
 def _sparse(labels: torch.Tensor, logits: torch.Tensor, axis: int,
             weight: torch.Tensor | None = None, smoothing: float = 0.0,
-            ignore_index: int | None = None) -> torch.Tensor:
-    """The per-row sparse loss by ``F.cross_entropy`` along ``axis``, with class weights
-    ``weight`` (``[C]``), label smoothing and ``ignore_index`` (row loss 0, gradient 0)."""
+            ignore_index: int | None = None, reduction: int = _NONE) -> torch.Tensor:
+    """The sparse loss by ``F.cross_entropy`` along ``axis``, with class weights ``weight``
+    (``[C]``), label smoothing and ``ignore_index`` (row loss 0, gradient 0): per row, or
+    reduced by the kernel (``reduction``: ``_MEAN`` or ``_SUM``, float32/float64 only)."""
     if (labels is _read_on_host[0] and axis == 1 and weight is None and ignore_index is None
             and logits.ndim == 2 and labels.dtype is _INT64 and logits.dtype not in _HALF):
-        return _cross_entropy(logits, labels, None, 0, _NO_IGNORE, smoothing)  # the common case
+        return _cross_entropy(logits, labels, None, reduction, _NO_IGNORE, smoothing)
     shape, num_classes = logits.shape, logits.shape[axis]
     x = _compute(logits)
     if weight is not None and weight.dtype != x.dtype:
@@ -248,8 +275,11 @@ def _sparse(labels: torch.Tensor, logits: torch.Tensor, axis: int,
     if ignore_index is not None:
         x = _ignored_rows_read_as_zero(x, target, ignore_index)
     if labels is _read_on_host[0] or context.checks_on_host(labels):  # range checked
-        loss = _cross_entropy(x, target, weight, 0, ignored, smoothing)  # 0: no reduction
+        loss = _cross_entropy(x, target, weight, reduction, ignored, smoothing)
+        if reduction != _NONE:
+            return loss
     else:  # out of range gives NaN, without a host sync or a device-side assert
+        assert reduction == _NONE, "reduced only where the labels were checked on the host"
         bad = (target < 0) | (target >= num_classes)
         if ignore_index is not None:
             bad &= target != ignore_index
