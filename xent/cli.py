@@ -102,7 +102,7 @@ def _quiet_frameworks() -> None:
     """No framework start-up noise (TensorFlow's C++ log lines, Python warnings) unless
     ``-v``; an explicit ``TF_CPP_MIN_LOG_LEVEL`` in the environment wins for the lines TF logs
     after its import."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # also its non-fatal E lines
     import warnings
 
     from xent._quiet import quiet_imports
