@@ -525,3 +525,31 @@ def test_a_tensorflow_call_imports_neither_torch_nor_jax(tmp_path: Path) -> None
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "AutoGraph" not in done.stdout + done.stderr, (done.stdout + done.stderr)[-3000:]
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("shape", [(2, 3), (2, 4, 3), (0, 3)])
+def test_eager_reductions_equal_tfs_own_with_gradients(reduction: str, shape: tuple) -> None:
+    """Eagerly, the reduction runs TF's own Sum/Mean op with cached axes (no reduce_* Python):
+    the same value and gradient as ``tf.reduce_*`` of the per-row losses, on tape and in
+    forward mode, also for an empty batch (mean NaN, sum 0), also right after a trace."""
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.standard_normal(shape))
+    k = tf.constant(rng.integers(0, 3, shape[:-1]))
+    native = tf.reduce_sum if reduction == "sum" else tf.reduce_mean
+    tf.function(lambda x: xent.sparse_softmax_cross_entropy_with_logits(
+        labels=k, logits=x, reduction=reduction))(x)  # a trace first: the axes stay eager
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        got = xent.sparse_softmax_cross_entropy_with_logits(
+            labels=k, logits=x, reduction=reduction)
+        want = native(xent.sparse_softmax_cross_entropy_with_logits(labels=k, logits=x))
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+    np.testing.assert_array_equal(tape.gradient(got, x).numpy(), tape.gradient(want, x).numpy())
+    tangent = tf.ones_like(x)
+    with tf.autodiff.ForwardAccumulator(x, tangent) as acc:
+        got = xent.sparse_softmax_cross_entropy_with_logits(
+            labels=k, logits=x, reduction=reduction)
+    with tf.autodiff.ForwardAccumulator(x, tangent) as acc_native:
+        want = native(xent.sparse_softmax_cross_entropy_with_logits(labels=k, logits=x))
+    np.testing.assert_allclose(acc.jvp(got).numpy(), acc_native.jvp(want).numpy(), rtol=1e-12)

@@ -31,9 +31,9 @@ _DTYPES = (tf.float32, tf.float64)
 try:  # the type of concrete eager tensors (private name; ``tf.Tensor`` covers graph tensors)
     from tensorflow.python.framework.ops import EagerTensor
 
-    _Eager: Any = EagerTensor
+    Eager: Any = EagerTensor
 except ImportError:  # a TF that moved it: never take this path
-    _Eager = None
+    Eager = None
 
 
 @functools.cache
@@ -44,7 +44,7 @@ def _host_only() -> bool:
 
 def fits(logits: Any, axis: int) -> bool:
     """Whether the loss on ``logits`` along ``axis`` may be computed here."""
-    if type(logits) is not _Eager or logits.dtype not in _DTYPES:
+    if type(logits) is not Eager or logits.dtype not in _DTYPES:
         return False
     shape = logits.shape
     count = shape.num_elements()
