@@ -439,3 +439,36 @@ def test_matches_numpy_backend(mode, dtype, axis):
         assert out.dtype == reference.dtype == np_dtype
         np.testing.assert_allclose(out.astype(np.float64), reference.astype(np.float64),
                                    rtol=tol, atol=tol)
+
+
+def test_ignored_rows_have_exact_zero_derivatives_of_every_order_and_mode() -> None:
+    """``ignore_index`` without a select over the logits (``_sparse_ignoring_jit``): an
+    ignored row with NaN logits still gets gradient, tangent and Hessian exactly 0, under
+    ``jit``, ``vmap`` and ``checkpoint``; the other rows' derivatives are the plain loss's."""
+    x = jnp.asarray([[0.5, 1.5, 0.1], [jnp.nan, 1.0, 2.0], [2.2, 1.3, 1.7]], jnp.float32)
+    labels = jnp.asarray([1, -100, 2])
+    cw = jnp.asarray([jnp.inf, 2.0, 1.5], jnp.float32)  # inf where an ignored row points
+
+    def loss(x, class_weights=None):
+        return xent.sparse_softmax_cross_entropy_with_logits(
+            labels=labels, logits=x, ignore_index=-100, class_weights=class_weights).sum()
+
+    kept = jnp.asarray([0, 2])
+    plain = lambda x: xent.sparse_softmax_cross_entropy_with_logits(  # noqa: E731
+        labels=labels[kept], logits=x).sum()  # x: the kept rows only
+    for f in (loss, jax.jit(loss), jax.checkpoint(loss)):
+        assert np.isfinite(float(f(x)))
+        grad = jax.grad(f)(x)
+        assert np.array_equal(grad[1], np.zeros(3)), grad
+        np.testing.assert_allclose(grad[kept], jax.grad(plain)(x[kept]), rtol=1e-6)
+        _, tangent = jax.jvp(f, (x,), (jnp.ones_like(x),))
+        np.testing.assert_allclose(tangent, jax.jvp(plain, (x[kept],),
+                                                    (jnp.ones_like(x[kept]),))[1], rtol=1e-6)
+        hessian = jax.hessian(f)(x)
+        assert np.array_equal(hessian[1], np.zeros((3, 3, 3)))
+        assert np.array_equal(hessian[:, :, 1], np.zeros((3, 3, 3)))
+    assert np.isfinite(float(loss(x, cw)))
+    weighted = jax.grad(loss)(x, cw)
+    assert np.array_equal(weighted[1], np.zeros(3)) and np.isfinite(np.asarray(weighted)).all()
+    per_example = jax.vmap(jax.grad(loss))(jnp.stack([x, x]))
+    assert np.array_equal(per_example[:, 1], np.zeros((2, 3)))

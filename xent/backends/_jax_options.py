@@ -77,9 +77,13 @@ class JaxArrayOps:
     def sparse_softmax_cross_entropy_with_options(self, labels: Array, logits: Array,
                                                   axis: int, opt: _options.Options) -> Array:
         arrays, static = _split(opt)
-        if opt.where is not None and not opt.smooths and getattr(self, "class_shards", 1) == 1:
-            return _sparse_where_jit(labels, logits, arrays, axis=axis, static=static,
-                                     ops=self)
+        if not opt.smooths and getattr(self, "class_shards", 1) == 1:
+            if opt.where is not None:
+                return _sparse_where_jit(labels, logits, arrays, axis=axis, static=static,
+                                         ops=self)
+            if opt.ignore_index is not None:
+                return _sparse_ignoring_jit(labels, logits, arrays, axis=axis,
+                                            static=static, ops=self)
         return _sparse_jit(labels, logits, arrays, axis=axis, static=static, ops=self)
 
 
@@ -144,3 +148,48 @@ def _sparse_where_jit(labels: Array, logits: Array, arrays: dict[str, Array], *,
         loss = jnp.where(ignored, jnp.zeros([], loss.dtype), loss)
     return loss if opt.weights is None else loss * opt.weights
 
+
+
+@partial(jax.jit, static_argnames=("axis", "static", "ops"))
+def _sparse_ignoring_jit(labels: Array, logits: Array, arrays: dict[str, Array], *,
+                         axis: int, static: _options.Options, ops: Any) -> Array:
+    """``_options.sparse_rows`` with ``ignore_index`` (no ``where``, no smoothing), without
+    its select over the logits.
+
+    The composition reads an ignored row's logits as 0 so that its gradient is exactly 0
+    also where they are NaN (``0 * NaN`` otherwise): a pass over the logits, 1.3-1.6x the
+    call without options (``benchmarks/options.py``). Here the sparse kernel reads them as
+    they are, and :func:`_ignoring` zeroes the row's loss, and its tangent before the kernel
+    sees it: the transposed select zeroes the row's cotangent whatever the kernel gives it."""
+    opt = _join(arrays, static)
+    assert opt.ignore_index is not None
+    ignored = jnp.equal(labels, opt.ignore_index)
+    index = jnp.where(ignored, 0, labels)
+    loss = _ignoring(ops, axis, index, logits, ignored)
+    if opt.class_weights is not None:  # (0 for an ignored row, also at a weight of inf)
+        picked = jnp.take(opt.class_weights, index, mode="clip")
+        loss = loss * jnp.where(ignored, jnp.zeros([], picked.dtype), picked)
+    return loss if opt.weights is None else loss * opt.weights
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _ignoring(ops: Any, axis: int, index: Array, logits: Array, ignored: Array) -> Array:
+    """The sparse loss, 0 where ``ignored`` (whatever the row's logits)."""
+    loss = ops.sparse_softmax_cross_entropy_with_logits(index, logits, axis)
+    return jnp.where(ignored, jnp.zeros([], loss.dtype), loss)
+
+
+@_ignoring.defjvp
+def _ignoring_jvp(ops: Any, axis: int, primals: tuple[Array, Array, Array],
+                  tangents: tuple[Any, Any, Any]) -> tuple[Array, Array]:
+    """The kernel's own derivative, with an ignored row's tangent zeroed on the way in and
+    out: linear in ``dlogits``, so JAX transposes it, and the transposed input select gives
+    an ignored row exactly 0 (its logits may be NaN)."""
+    index, logits, ignored = primals
+    dlogits = tangents[1]
+    dlogits = jnp.where(jnp.expand_dims(ignored, axis), jnp.zeros([], dlogits.dtype), dlogits)
+    loss, dloss = jax.jvp(
+        lambda x: ops.sparse_softmax_cross_entropy_with_logits(index, x, axis),
+        (logits,), (dlogits,))
+    zero = jnp.zeros([], loss.dtype)
+    return jnp.where(ignored, zero, loss), jnp.where(ignored, zero, dloss)
