@@ -472,3 +472,36 @@ def test_ignored_rows_have_exact_zero_derivatives_of_every_order_and_mode() -> N
     assert np.array_equal(weighted[1], np.zeros(3)) and np.isfinite(np.asarray(weighted)).all()
     per_example = jax.vmap(jax.grad(loss))(jnp.stack([x, x]))
     assert np.array_equal(per_example[:, 1], np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("e", [0.1, 1.0])
+def test_sparse_smoothing_from_the_sparse_kernel_equals_dense_one_hot(e: float) -> None:
+    """Sparse label smoothing without one-hot labels (``_jax_options._smoothed``): equal to
+    the dense loss of smoothed one-hot labels, values and gradients, also at ``e = 1`` with
+    the label's logit ``-inf`` (``+inf``, not NaN), with ignored NaN rows (gradient 0), and
+    NaN for a label out of range under ``jit``."""
+    x = jnp.asarray([[0.5, 1.5, 0.1], [2.2, -jnp.inf, 1.7], [jnp.nan, 0.0, 1.0],
+                     [0.3, 0.2, 0.1]], jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+    labels = jnp.asarray([1, 1, -100, 0])
+    one_hot = jax.nn.one_hot(jnp.where(labels < 0, 0, labels), 3, dtype=x.dtype)
+
+    def sparse(x):
+        return xent.sparse_softmax_cross_entropy_with_logits(
+            labels=labels, logits=x, label_smoothing=e, ignore_index=-100)
+
+    def dense(x):
+        loss = xent.softmax_cross_entropy_with_logits(labels=one_hot, logits=x,
+                                                      label_smoothing=e)
+        return jnp.where(labels == -100, 0.0, loss)
+
+    got, want = jax.jit(sparse)(x), dense(jnp.where((labels == -100)[:, None], 0.0, x))
+    assert got[1] == jnp.inf and want[1] == jnp.inf and got[2] == 0
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    finite = jnp.asarray([0, 3])
+    grad = jax.grad(lambda x: sparse(x)[finite].sum())(x)
+    want_grad = jax.grad(lambda x: dense(x)[finite].sum())(x)
+    np.testing.assert_allclose(grad[finite], want_grad[finite], rtol=1e-6, atol=1e-7)
+    assert np.array_equal(grad[2], np.zeros(3))
+    out_of_range = jax.jit(lambda x: xent.sparse_softmax_cross_entropy_with_logits(
+        labels=jnp.asarray([5, 1, 0, 0]), logits=x, label_smoothing=e))(x)
+    assert np.isnan(out_of_range[0]) and np.isfinite(out_of_range[3])

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from xent import _options
-from xent.backends._jax_ops import in_range
+from xent.backends._jax_ops import _logsumexp, _up, in_range
 
 Array = Any
 _HALF = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
@@ -77,13 +77,14 @@ class JaxArrayOps:
     def sparse_softmax_cross_entropy_with_options(self, labels: Array, logits: Array,
                                                   axis: int, opt: _options.Options) -> Array:
         arrays, static = _split(opt)
-        if not opt.smooths and getattr(self, "class_shards", 1) == 1:
-            if opt.where is not None:
+        if getattr(self, "class_shards", 1) == 1:
+            if opt.where is not None and not opt.smooths:
                 return _sparse_where_jit(labels, logits, arrays, axis=axis, static=static,
                                          ops=self)
-            if opt.ignore_index is not None:
-                return _sparse_ignoring_jit(labels, logits, arrays, axis=axis,
-                                            static=static, ops=self)
+            if opt.where is None and not (opt.smooths and opt.class_weights is not None) and (
+                    opt.ignore_index is not None or opt.smooths):
+                return _sparse_rowwise_jit(labels, logits, arrays, axis=axis,
+                                           static=static, ops=self)
         return _sparse_jit(labels, logits, arrays, axis=axis, static=static, ops=self)
 
 
@@ -149,47 +150,73 @@ def _sparse_where_jit(labels: Array, logits: Array, arrays: dict[str, Array], *,
     return loss if opt.weights is None else loss * opt.weights
 
 
-
 @partial(jax.jit, static_argnames=("axis", "static", "ops"))
-def _sparse_ignoring_jit(labels: Array, logits: Array, arrays: dict[str, Array], *,
-                         axis: int, static: _options.Options, ops: Any) -> Array:
-    """``_options.sparse_rows`` with ``ignore_index`` (no ``where``, no smoothing), without
-    its select over the logits.
+def _sparse_rowwise_jit(labels: Array, logits: Array, arrays: dict[str, Array], *,
+                        axis: int, static: _options.Options, ops: Any) -> Array:
+    """``_options.sparse_rows`` without ``where``, with ``ignore_index`` or label smoothing
+    (then without class weights), and no array the size of the logits but theirs.
 
-    The composition reads an ignored row's logits as 0 so that its gradient is exactly 0
-    also where they are NaN (``0 * NaN`` otherwise): a pass over the logits, 1.3-1.6x the
-    call without options (``benchmarks/options.py``). Here the sparse kernel reads them as
-    they are, and :func:`_ignoring` zeroes the row's loss, and its tangent before the kernel
-    sees it: the transposed select zeroes the row's cotangent whatever the kernel gives it."""
+    The composition reads an ignored row's logits as 0 (a select over the logits: 1.3-1.6x
+    the call without options, ``benchmarks/options.py``) so that its gradient is exactly 0
+    also where they are NaN, and smooths one-hot labels through the dense kernel (2-4x).
+    Here the row's loss comes from the logits as they are: the sparse kernel, or with
+    smoothing :func:`_smoothed`; :func:`_ignoring` zeroes an ignored row's loss, and its
+    tangent on the way in and out, so the transposed select zeroes its cotangent whatever
+    the kernel gives it."""
     opt = _join(arrays, static)
-    assert opt.ignore_index is not None
-    ignored = jnp.equal(labels, opt.ignore_index)
-    index = jnp.where(ignored, 0, labels)
-    loss = _ignoring(ops, axis, index, logits, ignored)
+    e = jnp.asarray(opt.label_smoothing if opt.smooths else 0.0, _compute(logits.dtype))
+    kernel = partial(_smoothed if opt.smooths else _plain, ops=ops, axis=axis)
+    if opt.ignore_index is None:
+        loss, index = kernel(labels, logits, e), labels
+    else:
+        ignored = jnp.equal(labels, opt.ignore_index)
+        index = jnp.where(ignored, 0, labels)
+        loss = _ignoring(kernel, axis, index, logits, ignored, e)
     if opt.class_weights is not None:  # (0 for an ignored row, also at a weight of inf)
         picked = jnp.take(opt.class_weights, index, mode="clip")
-        loss = loss * jnp.where(ignored, jnp.zeros([], picked.dtype), picked)
+        if opt.ignore_index is not None:
+            picked = jnp.where(ignored, jnp.zeros([], picked.dtype), picked)
+        loss = loss * picked
     return loss if opt.weights is None else loss * opt.weights
 
 
+def _plain(index: Array, logits: Array, e: Array, *, ops: Any, axis: int) -> Array:
+    """The backend's sparse kernel (``e`` unused)."""
+    return ops.sparse_softmax_cross_entropy_with_logits(index, logits, axis)
+
+
+def _smoothed(index: Array, logits: Array, e: Array, *, ops: Any, axis: int) -> Array:
+    """The loss of one-hot labels smoothed by ``e`` (``y = (1 - e) onehot + e / C``):
+    ``sum_c y_c (lse - x_c) = (1 - e) (lse - x_t) + e (lse - mean_c x_c)``, the first term
+    by the backend's sparse kernel (which also takes the label where the class axis is
+    partitioned). The label's own share is 0 at ``e == 1`` (also at a ``-inf`` logit, whose
+    loss is then ``+inf`` through the mean, as in the composition); NaN for a label out of
+    range, or a NaN, ``+inf`` or all ``-inf`` row."""
+    x = _up(logits)
+    own = ops.sparse_softmax_cross_entropy_with_logits(index, x, axis)
+    own = jnp.where(e == 1, jnp.zeros([], x.dtype), (1 - e) * own)
+    loss = own + e * (_logsumexp(x, axis).squeeze(axis) - x.mean(axis))
+    valid = in_range(index, x.shape[axis])
+    return jnp.where(valid, loss, jnp.asarray(jnp.nan, x.dtype)).astype(logits.dtype)
+
+
 @partial(jax.custom_jvp, nondiff_argnums=(0, 1))
-def _ignoring(ops: Any, axis: int, index: Array, logits: Array, ignored: Array) -> Array:
-    """The sparse loss, 0 where ``ignored`` (whatever the row's logits)."""
-    loss = ops.sparse_softmax_cross_entropy_with_logits(index, logits, axis)
+def _ignoring(kernel: Any, axis: int, index: Array, logits: Array, ignored: Array,
+              e: Array) -> Array:
+    """``kernel(index, logits, e)``, 0 where ``ignored`` (whatever the row's logits)."""
+    loss = kernel(index, logits, e)
     return jnp.where(ignored, jnp.zeros([], loss.dtype), loss)
 
 
 @_ignoring.defjvp
-def _ignoring_jvp(ops: Any, axis: int, primals: tuple[Array, Array, Array],
-                  tangents: tuple[Any, Any, Any]) -> tuple[Array, Array]:
+def _ignoring_jvp(kernel: Any, axis: int, primals: tuple[Array, Array, Array, Array],
+                  tangents: tuple[Any, Any, Any, Any]) -> tuple[Array, Array]:
     """The kernel's own derivative, with an ignored row's tangent zeroed on the way in and
     out: linear in ``dlogits``, so JAX transposes it, and the transposed input select gives
     an ignored row exactly 0 (its logits may be NaN)."""
-    index, logits, ignored = primals
-    dlogits = tangents[1]
+    index, logits, ignored, e = primals
+    dlogits, de = tangents[1], tangents[3]
     dlogits = jnp.where(jnp.expand_dims(ignored, axis), jnp.zeros([], dlogits.dtype), dlogits)
-    loss, dloss = jax.jvp(
-        lambda x: ops.sparse_softmax_cross_entropy_with_logits(index, x, axis),
-        (logits,), (dlogits,))
+    loss, dloss = jax.jvp(lambda x, e: kernel(index, x, e), (logits, e), (dlogits, de))
     zero = jnp.zeros([], loss.dtype)
     return jnp.where(ignored, zero, loss), jnp.where(ignored, zero, dloss)
