@@ -36,13 +36,13 @@ from xent.backends._torch_options import TorchArrayOps
 
 _HALF = (torch.float16, torch.bfloat16)
 _transforms_active = torch._C._are_functorch_transforms_active
-# every dtype's name up front: a cache filled while torch.compile traces would change under
-# the compiled code's guards and cost it a recompile
 #: the labels ``few_labels`` last read on the host, which the API then range-checked: an
 #: identity test tells ``_sparse`` they live on the host (0.05 us against 0.4 for
 #: ``checks_on_host``); any other tensor is looked at. A strong reference, to at most 64
 #: elements, so that no other tensor can take its ``id``.
 _read_on_host: list[torch.Tensor | None] = [None]
+# every dtype's name up front: a cache filled while torch.compile traces would change under
+# the compiled code's guards and cost it a recompile
 _DTYPE_NAMES: dict[torch.dtype, str] = {
     d: str(d).removeprefix("torch.") for d in vars(torch).values() if isinstance(d, torch.dtype)
 }
@@ -165,8 +165,7 @@ class TorchBackend(TorchArrayOps, Backend):
         weights) the sum of the labels' class weights, which is ``"weighted_mean"``.
         float32 and float64 logits (16-bit ones reduce their rounded losses, as without),
         with labels range-checked on the host."""
-        if logits.dtype in _HALF or not (labels is _read_on_host[0]
-                                         or context.checks_on_host(labels)):
+        if logits.dtype in _HALF or not _checked_on_host(labels):
             return None  # (off the host, out-of-range rows are NaN before any reduction)
         weight, smoothing, ignore_index = None, 0.0, None
         if options is not None:
@@ -252,12 +251,19 @@ _INT64 = torch.int64
 _NONE, _MEAN, _SUM = 0, 1, 2  # the kernel's reduction codes
 
 
+def _checked_on_host(labels: torch.Tensor) -> bool:
+    """Whether the API has range-checked ``labels`` on the host (the last ones
+    ``few_labels`` read are known by identity)."""
+    return labels is _read_on_host[0] or context.checks_on_host(labels)
+
+
 def _sparse(labels: torch.Tensor, logits: torch.Tensor, axis: int,
             weight: torch.Tensor | None = None, smoothing: float = 0.0,
             ignore_index: int | None = None, reduction: int = _NONE) -> torch.Tensor:
     """The sparse loss by ``F.cross_entropy`` along ``axis``, with class weights ``weight``
     (``[C]``), label smoothing and ``ignore_index`` (row loss 0, gradient 0): per row, or
-    reduced by the kernel (``reduction``: ``_MEAN`` or ``_SUM``, float32/float64 only)."""
+    reduced by the kernel (``reduction``: ``_MEAN`` or ``_SUM``, float32/float64 only, for
+    labels :func:`_checked_on_host`)."""
     if (labels is _read_on_host[0] and axis == 1 and weight is None and ignore_index is None
             and logits.ndim == 2 and labels.dtype is _INT64 and logits.dtype not in _HALF):
         return _cross_entropy(logits, labels, None, reduction, _NO_IGNORE, smoothing)
@@ -274,12 +280,11 @@ def _sparse(labels: torch.Tensor, logits: torch.Tensor, axis: int,
     ignored = _NO_IGNORE if ignore_index is None else ignore_index
     if ignore_index is not None:
         x = _ignored_rows_read_as_zero(x, target, ignore_index)
-    if labels is _read_on_host[0] or context.checks_on_host(labels):  # range checked
+    if reduction != _NONE or _checked_on_host(labels):  # (reduced: checked by the caller)
         loss = _cross_entropy(x, target, weight, reduction, ignored, smoothing)
         if reduction != _NONE:
             return loss
     else:  # out of range gives NaN, without a host sync or a device-side assert
-        assert reduction == _NONE, "reduced only where the labels were checked on the host"
         bad = (target < 0) | (target >= num_classes)
         if ignore_index is not None:
             bad &= target != ignore_index

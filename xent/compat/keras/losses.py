@@ -172,20 +172,20 @@ class _Loss:
         """The rows kept (boolean, the loss shape), or None when nothing can be ignored."""
         return None
 
-    def _reduced(self, be: Any, y_true: Any, y_pred: Any, shape: tuple[int | None, ...],
+    def _reduced(self, be: Any, labels: Any, y_pred: Any, shape: tuple[int | None, ...],
                  sample_weight: Any) -> Any:
         axis = self._axis % len(shape) if shape else 0
         loss_shape = shape[:axis] + shape[axis + 1:]
         weights, expand = _keras_weights(be, sample_weight, loss_shape, y_pred)
         reduction = self.reduction
         if reduction in (None, "none") or loss_shape in ((), (0,)):
-            loss = self._core(be, y_true, y_pred, shape, "none", weights)
+            loss = self._core(be, labels, y_pred, shape, "none", weights)
             return be.expand_dims(loss, -1) if expand else loss
-        kept = self._ignored(be, y_true)
+        kept = self._ignored(be, labels)
         if reduction == "sum":
-            return self._core(be, y_true, y_pred, shape, "sum", weights)
+            return self._core(be, labels, y_pred, shape, "sum", weights)
         if reduction == "mean_with_sample_weight" and (weights is not None or kept is not None):
-            total = self._core(be, y_true, y_pred, shape, "sum", weights)
+            total = self._core(be, labels, y_pred, shape, "sum", weights)
             if weights is None:
                 return _compose.divide_no_nan(be, total, be.count(kept, total), total)
             if kept is None:  # Keras divides by the sum of sample_weight as given
@@ -194,12 +194,12 @@ class _Loss:
             return _compose.divide_no_nan(be, total, be.total(kept_weights), total)
         if kept is None:  # the mean over the batch
             if None not in loss_shape and 0 not in loss_shape:
-                return self._core(be, y_true, y_pred, shape, "mean", weights)
-            total = self._core(be, y_true, y_pred, shape, "sum", weights)
+                return self._core(be, labels, y_pred, shape, "mean", weights)
+            total = self._core(be, labels, y_pred, shape, "sum", weights)
             count = _compose.native(be, 1.0 * _size(loss_shape), like=total,
                                     dtype=be.dtype_name(total))
             return _compose.divide_no_nan(be, total, count, total)
-        total = self._core(be, y_true, y_pred, shape, "sum", weights)
+        total = self._core(be, labels, y_pred, shape, "sum", weights)
         return _compose.divide_no_nan(be, total, be.count(kept, total), total)
 
 
