@@ -508,51 +508,67 @@ def test_sparse_smoothing_from_the_sparse_kernel_equals_dense_one_hot(e: float) 
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_dense_smoothing_from_the_dense_kernel_equals_the_composition(dtype: str) -> None:
-    """Dense label smoothing without ``where`` or class weights
-    (``_jax_options._dense_smoothed_jit``: ``(1 - e)`` times the kernel on the labels as
-    given, plus ``e (lse - mean x)``) against the composition of ``xent._options`` (smoothed
-    labels through the dense kernel): values, and gradients in logits and labels, with a
-    kept ``-inf`` logit (``+inf``), a NaN row, a NaN label, unnormalised labels, row
-    weights, rank 3 with ``axis=1``, and the public call on that path."""
+@pytest.mark.parametrize("smoothing, class_weights", [(0.2, False), (0.0, True), (0.3, True),
+                                                      (1.0, True)])
+def test_dense_labels_dressed_in_the_kernel_equal_the_composition(
+        dtype: str, smoothing: float, class_weights: bool) -> None:
+    """Dense label smoothing and class weights without ``where``
+    (``_jax_options._dense_dressed_jit``: the labels ``((1 - e) y + e / C) w`` formed inside
+    the dense kernel's loops) against the composition of ``xent._options`` (those labels
+    as an array, through the kernel): values, and gradients in logits, labels and class
+    weights, with a ``-inf`` logit (``+inf`` where its label is not 0), a NaN row, a NaN
+    label, a zero class weight, unnormalised labels, row weights, rank 3 with ``axis=1``,
+    under ``vmap``, and the public call on that path."""
     from xent import _options
     from xent.backends import _jax_options
 
     be = xent.backends.get("jax")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4, 3, 5)) * 3
-    x[0, 1, 2] = -np.inf
+    x[0, 1, 2] = x[3, 2, 0] = -np.inf
     x[1, :, 3] = np.nan
     y = rng.random((4, 3, 5)) * 2  # unnormalised
     y[2, 0, 4] = np.nan
+    y[3, :, 0] = [0.0, 0.5, 0.0]  # label 0 at the -inf logit: finite without smoothing
     x, y = jnp.asarray(x, dtype), jnp.asarray(y, dtype)
     weights = jnp.asarray(rng.random((4, 5)), dtype)
-    opt = _options.Options(weights=weights, class_weights=None, label_smoothing=0.2,
-                           smooths=True, where=None, ignore_index=None, num_classes=3)
+    cw = jnp.asarray([0.5, 0.0, 2.0], dtype) if class_weights else None
+    opt = _options.Options(weights=weights, class_weights=cw, label_smoothing=smoothing,
+                           smooths=smoothing != 0, where=None, ignore_index=None,
+                           num_classes=3)
     arrays, static = _jax_options._split(opt)
 
-    def fast(y, x):
-        return _jax_options._dense_smoothed_jit(y, x, arrays, axis=1, static=static, ops=be)
+    def fast(y, x, arrays):
+        return _jax_options._dense_dressed_jit(y, x, arrays, axis=1, static=static)
 
-    def composed(y, x):
+    def composed(y, x, arrays):
         return _jax_options._dense_jit(y, x, arrays, axis=1, static=static, ops=be)
 
-    got, want = fast(y, x), composed(y, x)
-    public = xent.softmax_cross_entropy_with_logits(labels=y, logits=x, axis=1,
-                                                    label_smoothing=0.2, weights=weights)
-    assert got.dtype == want.dtype == x.dtype and np.array_equal(public, got, equal_nan=True)
-    assert got[0, 2] == jnp.inf and np.isnan(got[1, 3]) and np.isnan(got[2, 4])
+    got, want = fast(y, x, arrays), composed(y, x, arrays)
+    public = xent.softmax_cross_entropy_with_logits(
+        labels=y, logits=x, axis=1, label_smoothing=smoothing, weights=weights,
+        class_weights=cw)
+    assert got.dtype == want.dtype == x.dtype
+    assert np.array_equal(public, got, equal_nan=True)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    assert np.array_equal(np.isinf(got), np.isinf(want))
+    assert np.isnan(got[1, 3]) and np.isnan(got[2, 4])  # NaN labels: NaN also at e = 1
     tol = 1e-5 if dtype == "float32" else 2e-2
     np.testing.assert_allclose(np.asarray(got, np.float64), np.asarray(want, np.float64),
                                rtol=tol, atol=tol)
+    batched = jax.vmap(fast, in_axes=(0, 0, None))(jnp.stack([y, y]), jnp.stack([x, x]),
+                                                  arrays)
+    assert np.array_equal(batched[1], got, equal_nan=True)
     if dtype != "float32":
         return
     finite = jnp.isfinite(want)
 
     def total(f):
-        return lambda y, x: jnp.where(finite, f(y, x), 0.0).sum()
+        return lambda y, x, arrays: jnp.where(finite, f(y, x, arrays), 0.0).sum()
 
-    for g, w in zip(jax.grad(total(fast), (0, 1))(y, x), jax.grad(total(composed), (0, 1))(y, x)):
+    grads = jax.grad(total(fast), (0, 1, 2))(y, x, arrays)
+    wants = jax.grad(total(composed), (0, 1, 2))(y, x, arrays)
+    for g, w in zip(jax.tree.leaves(grads), jax.tree.leaves(wants)):
         assert np.array_equal(np.isfinite(g), np.isfinite(w))
         ok = np.isfinite(w)
-        np.testing.assert_allclose(np.asarray(g)[ok], np.asarray(w)[ok], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(g)[ok], np.asarray(w)[ok], rtol=1e-5, atol=1e-5)

@@ -74,26 +74,58 @@ def _masked_loss(labels: Array, logits: Array, axis: int) -> Array:
     return jnp.where(jnp.isnan(lse.squeeze(axis)), jnp.nan, loss)
 
 
+#: Which dressings of the labels a dense kernel applies: (label smoothing, class weights).
+Parts = tuple[bool, bool]
+_UNDRESSED: Parts = (False, False)
+
+
+def _dressed(labels: Array, dress: tuple[Array, ...], axis: int, parts: Parts) -> Array:
+    """The labels the loss weighs the classes by: ``(labels * keep + spread) * w``, the
+    arithmetic of ``xent._options.dense_rows``, inside the kernel's fused loops. ``dress``
+    holds the arrays of the ``parts`` applied, in order: ``keep = 1 - e`` and ``spread =
+    e / C`` for label smoothing ``e``, ``w`` the class weights (``labels`` for none)."""
+    smooths, weighs = parts
+    if smooths:
+        labels = labels * dress[0] + dress[1]
+    if weighs:
+        w = dress[-1]
+        labels = labels * w.reshape([-1 if d == axis % labels.ndim else 1
+                                     for d in range(labels.ndim)])
+    return labels
+
+
 @cache
-def _dense_value(axis: int) -> Callable[[Array, Array], Array]:
+def _dense_value(axis: int, parts: Parts = _UNDRESSED) -> Callable[..., Array]:
     """The loss along ``axis``: the plain formula, and :func:`_masked_loss` only when the
     batch has a NaN (``0 * inf`` at a masked class, or a NaN row).
 
     XLA:CPU fuses the plain formula into one loop; a compare/select splits it (2x slower
     forward), so the fix runs under ``lax.cond``. Under ``vmap`` a batched predicate would
     turn the cond into a select of both branches: the vmap rule instead runs the same
-    function on the batched arrays (one more leading axis), keeping one scalar predicate."""
+    function on the batched arrays (one more leading axis), keeping one scalar predicate.
+    ``parts``: the labels are :func:`_dressed` inside (the cond's operands are the
+    arrays as given, which XLA does not copy)."""
 
     @jax.custom_batching.custom_vmap
-    def value(labels: Array, logits: Array) -> Array:
+    def value(labels: Array, logits: Array, *dress: Array) -> Array:
+        def masked(labels: Array, logits: Array, *dress: Array) -> Array:
+            return _masked_loss(_dressed(labels, dress, axis, parts), logits, axis)
+
         if _is_small(logits):  # small: the cond costs more kernels than the select
-            return _masked_loss(labels, logits, axis)
-        loss = (labels * (_logsumexp(logits, axis) - logits)).sum(axis)
-        return jax.lax.cond(jnp.isnan(loss).any(), partial(_masked_loss, axis=axis),
-                            lambda labels, logits: loss, labels, logits)
+            return masked(labels, logits, *dress)
+        y = _dressed(labels, dress, axis, parts)
+        loss = (y * (_logsumexp(logits, axis) - logits)).sum(axis)
+        return jax.lax.cond(jnp.isnan(loss).any(), masked, lambda *_: loss,
+                            labels, logits, *dress)
 
     @value.def_vmap
-    def batched(size: int, in_batched: list[bool], labels: Array, logits: Array) -> Any:
+    def batched(size: int, in_batched: list[bool], labels: Array, logits: Array,
+                *dress: Array) -> Any:
+        if dress:  # the batch's own labels, then the plain kernel
+            labels = jax.vmap(lambda y, *d: _dressed(y, d, axis, parts),
+                              in_axes=[0 if b else None for b in in_batched[:1] + in_batched[2:]],
+                              axis_size=size)(labels, *dress)
+            in_batched = [True, in_batched[1]]
         labels, logits = (x if b else jnp.broadcast_to(x, (size, *x.shape))
                           for x, b in zip((labels, logits), in_batched))
         return _dense_value(axis + 1)(labels, logits), True
@@ -101,32 +133,44 @@ def _dense_value(axis: int) -> Callable[[Array, Array], Array]:
     return value
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(2,))
-def _dense(labels: Array, logits: Array, axis: int) -> Array:
-    """``sum_c labels_c * (logsumexp(logits) - logits_c)``, 0 where ``labels_c == 0``."""
-    return _dense_value(axis)(labels, logits)
+@partial(jax.custom_jvp, nondiff_argnums=(3, 4))
+def _dense(labels: Array, logits: Array, dress: tuple[Array, ...], axis: int,
+           parts: Parts = _UNDRESSED) -> Array:
+    """``sum_c y_c * (logsumexp(logits) - logits_c)``, 0 where ``y_c == 0``, with ``y``
+    the labels :func:`_dressed` by ``dress`` (``parts``)."""
+    return _dense_value(axis, parts)(labels, logits, *dress)
 
 
 @partial(_dense.defjvp, symbolic_zeros=True)
-def _dense_jvp(axis: int, primals: tuple[Array, Array], tangents: tuple[Any, Any]) -> Any:
-    """``dloss = sum_c (softmax_c * sum(labels) - labels_c) dlogits_c
-    + sum_c (logsumexp - logits_c) dlabels_c``; transposed by JAX for reverse mode."""
-    labels, logits = primals
-    dlabels, dlogits = tangents
-    loss = _dense(labels, logits, axis)  # the rule calls _dense: higher orders use it too
+def _dense_jvp(axis: int, parts: Parts, primals: tuple[Array, Array, Any],
+               tangents: tuple[Any, Any, Any]) -> Any:
+    """``dloss = sum_c (softmax_c * sum(y) - y_c) dlogits_c
+    + sum_c (logsumexp - logits_c) dy_c``, ``dy`` the tangent of the dressed labels;
+    transposed by JAX for reverse mode."""
+    labels, logits, dress = primals
+    dlabels, dlogits, ddress = tangents
+    loss = _dense(labels, logits, dress, axis, parts)  # the rule calls _dense: higher orders
     dloss = jnp.zeros_like(loss)
+    y = _dressed(labels, dress, axis, parts)
     if not isinstance(dlogits, SymbolicZero):
         # finite at a masked class: softmax_c = exp(-inf) = 0 and labels_c = 0. Small: share
         # the loss's lse (fewer kernels); large: XLA:CPU fuses jax.nn.softmax's own max and
         # sum better than a shared lse, which it materialises broadcast to [..., C]
         softmax = (jnp.exp(logits - _logsumexp(logits, axis)) if _is_small(logits)
                    else jax.nn.softmax(logits, axis))
-        weight = softmax * labels.sum(axis, keepdims=True) - labels
+        weight = softmax * y.sum(axis, keepdims=True) - y
         dloss = dloss + (weight * dlogits).sum(axis)
-    if not isinstance(dlabels, SymbolicZero):
-        # +inf at a masked class (the TF2 value) where dlabels_c != 0; 0 where it is 0
+    moving = [not isinstance(t, SymbolicZero) for t in (dlabels, *ddress)]
+    if any(moving):
+        dy = dlabels
+        if dress:  # the dressing is linear in each of its inputs: its tangent
+            zeros = [t if m else jnp.zeros(p.shape, p.dtype) for t, m, p in
+                     zip((dlabels, *ddress), moving, (labels, *dress))]
+            dy = jax.jvp(lambda y, *d: _dressed(y, d, axis, parts), (labels, *dress),
+                         tuple(zeros))[1]
+        # +inf at a masked class (the TF2 value) where dy_c != 0; 0 where it is 0
         weight = _logsumexp(logits, axis) - logits
-        dloss = dloss + zero_safe_multiply(weight, dlabels).sum(axis)
+        dloss = dloss + zero_safe_multiply(weight, dy).sum(axis)
     return loss, dloss
 
 
@@ -134,9 +178,27 @@ def _dense_jvp(axis: int, primals: tuple[Array, Array], tangents: tuple[Any, Any
 def cross_entropy(labels: Array, logits: Array, axis: int) -> Array:
     """The dense loss in the dtype of ``logits`` (labels already cast to it): this module's
     kernels on one device, the vocab-parallel steps where XLA partitions the program."""
-    loss = by_partitioning(lambda y, x: _dense(y, x, axis),
+    loss = by_partitioning(lambda y, x: _dense(y, x, (), axis),
                            lambda y, x: _jax_sharded.dense_loss(y, x, axis, None),
                            _up(labels), _up(logits))
+    return loss.astype(logits.dtype)
+
+
+def dressed_cross_entropy(labels: Array, logits: Array, keep: Any, spread: Any,
+                          class_weights: Array | None, axis: int) -> Array:
+    """:func:`cross_entropy` of the labels ``(labels * keep + spread) * class_weights``
+    (label smoothing and class weights, as ``xent._options.dense_rows`` composes them;
+    ``keep`` None: no smoothing, ``class_weights`` None: none),
+    computed in the kernel's loops rather than as an array of their own (which XLA
+    materialises for the kernel's ``lax.cond``). Call inside ``jit``."""
+    x = _up(logits)
+    parts = (keep is not None, class_weights is not None)
+    dress = ([jnp.asarray(keep, x.dtype), jnp.asarray(spread, x.dtype)] if keep is not None
+             else []) + ([] if class_weights is None else [class_weights.astype(x.dtype)])
+    loss = by_partitioning(
+        lambda y, x, *d: _dense(y, x, d, axis, parts),
+        lambda y, x, *d: _jax_sharded.dense_loss(_dressed(y, d, axis, parts), x, axis, None),
+        _up(labels), x, *dress)
     return loss.astype(logits.dtype)
 
 

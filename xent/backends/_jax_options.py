@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from xent import _options
-from xent.backends._jax_ops import _logsumexp, _up, in_range
+from xent.backends._jax_ops import _logsumexp, _up, dressed_cross_entropy, in_range
 
 Array = Any
 _HALF = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
@@ -73,9 +73,8 @@ class JaxArrayOps:
                                            opt: _options.Options) -> Array:
         arrays, static = _split(opt)
         if (getattr(self, "class_shards", 1) == 1 and opt.where is None
-                and opt.class_weights is None and opt.smooths and opt.label_smoothing != 1):
-            return _dense_smoothed_jit(labels, logits, arrays, axis=axis, static=static,
-                                       ops=self)
+                and (opt.smooths or opt.class_weights is not None)):
+            return _dense_dressed_jit(labels, logits, arrays, axis=axis, static=static)
         return _dense_jit(labels, logits, arrays, axis=axis, static=static, ops=self)
 
     def sparse_softmax_cross_entropy_with_options(self, labels: Array, logits: Array,
@@ -115,26 +114,18 @@ def _dense_jit(labels: Array, logits: Array, arrays: dict[str, Array], *, axis: 
     return _options.dense_rows(ops, labels, logits, axis, _join(arrays, static))
 
 
-@partial(jax.jit, static_argnames=("axis", "static", "ops"))
-def _dense_smoothed_jit(labels: Array, logits: Array, arrays: dict[str, Array], *, axis: int,
-                        static: _options.Options, ops: Any) -> Array:
-    """``_options.dense_rows`` with label smoothing ``e`` in (0, 1), without ``where`` or
-    class weights: ``sum_c y~_c (lse - x_c)`` with ``y~ = (1 - e) y + e / C`` is
-    ``(1 - e)`` times the backend's dense kernel on the labels as given, plus
-    ``e (lse - mean_c x_c)``.
-
-    The composition computes ``y~`` in the program, and XLA materialises it as an operand
-    of the dense kernel's ``lax.cond`` (its masked-class fix): 1.3-2.3x the call without
-    options (``benchmarks/options.py``). Here the kernel reads the input labels. A ``-inf``
-    logit makes the loss ``+inf`` through the mean (a smoothed label is positive there), as
-    in the composition; a NaN row or label is NaN; the derivatives are the kernel's, times
-    ``1 - e``, plus those of ``lse`` and the mean: ``softmax sum(y~) - y~`` in the logits."""
+@partial(jax.jit, static_argnames=("axis", "static"))
+def _dense_dressed_jit(labels: Array, logits: Array, arrays: dict[str, Array], *, axis: int,
+                       static: _options.Options) -> Array:
+    """``_options.dense_rows`` with label smoothing or class weights and no ``where``:
+    the labels ``((1 - e) y + e / C) w`` are formed inside the dense kernel's fused loops
+    (``_jax_ops.dressed_cross_entropy``). Composed, they are an array of the logits' size,
+    which XLA materialises for the kernel's ``lax.cond``: 1.3-2.3x the call without options
+    (``benchmarks/options.py``)."""
     opt = _join(arrays, static)
-    x = _up(logits)
-    e = jnp.asarray(opt.label_smoothing, x.dtype)
-    own = ops.softmax_cross_entropy_with_logits(_up(labels), x, axis)
-    loss = (1 - e) * own + e * (_logsumexp(x, axis).squeeze(axis) - x.mean(axis))
-    loss = loss.astype(logits.dtype)
+    e = opt.label_smoothing
+    keep, spread = (1 - e, e / logits.shape[axis]) if opt.smooths else (None, None)
+    loss = dressed_cross_entropy(labels, logits, keep, spread, opt.class_weights, axis)
     return loss if opt.weights is None else loss * opt.weights
 
 
