@@ -508,17 +508,19 @@ def test_sparse_smoothing_from_the_sparse_kernel_equals_dense_one_hot(e: float) 
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("smoothing, class_weights", [(0.2, False), (0.0, True), (0.3, True),
-                                                      (1.0, True)])
-def test_dense_labels_dressed_in_the_kernel_equal_the_composition(
-        dtype: str, smoothing: float, class_weights: bool) -> None:
-    """Dense label smoothing and class weights without ``where``
-    (``_jax_options._dense_dressed_jit``: the labels ``((1 - e) y + e / C) w`` formed inside
-    the dense kernel's loops) against the composition of ``xent._options`` (those labels
-    as an array, through the kernel): values, and gradients in logits, labels and class
-    weights, with a ``-inf`` logit (``+inf`` where its label is not 0), a NaN row, a NaN
-    label, a zero class weight, unnormalised labels, row weights, rank 3 with ``axis=1``,
-    under ``vmap``, and the public call on that path."""
+@pytest.mark.parametrize("smoothing, class_weights, masked", [
+    (0.2, False, False), (0.0, True, False), (0.3, True, False), (1.0, True, False),
+    (0.0, False, True), (0.1, True, True)])
+def test_dense_options_in_the_kernel_equal_the_composition(
+        dtype: str, smoothing: float, class_weights: bool, masked: bool) -> None:
+    """Dense label smoothing, class weights and ``where`` (``_jax_options._dense_dressed_jit``:
+    the labels ``where(m, (1 - e) y + e / C, 0) w`` and logits ``where(m, x, -inf)`` formed
+    inside the dense kernel's loops) against the composition of ``xent._options`` (those
+    as arrays, through the kernel): values, and gradients in logits, labels and class
+    weights, with a ``-inf`` logit, a NaN row, a NaN label, a zero class weight,
+    unnormalised labels, row weights, rank 3 with ``axis=1``; with a mask, NaN logits and
+    labels at excluded classes (never read) and a point with no class left (NaN); under
+    ``vmap``, and the public call on that path."""
     from xent import _options
     from xent.backends import _jax_options
 
@@ -530,11 +532,19 @@ def test_dense_labels_dressed_in_the_kernel_equal_the_composition(
     y = rng.random((4, 3, 5)) * 2  # unnormalised
     y[2, 0, 4] = np.nan
     y[3, :, 0] = [0.0, 0.5, 0.0]  # label 0 at the -inf logit: finite without smoothing
+    where = None
+    if masked:
+        where = rng.random((4, 3, 5)) > 0.2
+        where[0, :, 1] = False  # no class left: NaN
+        where[2, 1, 2] = where[3, 1, 4] = False
+        x[2, 1, 2], y[3, 1, 4] = np.nan, np.nan  # excluded: never read
+        where[0, 1, 2] = True
+        where = jnp.asarray(where)
     x, y = jnp.asarray(x, dtype), jnp.asarray(y, dtype)
     weights = jnp.asarray(rng.random((4, 5)), dtype)
     cw = jnp.asarray([0.5, 0.0, 2.0], dtype) if class_weights else None
     opt = _options.Options(weights=weights, class_weights=cw, label_smoothing=smoothing,
-                           smooths=smoothing != 0, where=None, ignore_index=None,
+                           smooths=smoothing != 0, where=where, ignore_index=None,
                            num_classes=3)
     arrays, static = _jax_options._split(opt)
 
@@ -547,12 +557,14 @@ def test_dense_labels_dressed_in_the_kernel_equal_the_composition(
     got, want = fast(y, x, arrays), composed(y, x, arrays)
     public = xent.softmax_cross_entropy_with_logits(
         labels=y, logits=x, axis=1, label_smoothing=smoothing, weights=weights,
-        class_weights=cw)
+        class_weights=cw, where=where)
     assert got.dtype == want.dtype == x.dtype
     assert np.array_equal(public, got, equal_nan=True)
     assert np.array_equal(np.isnan(got), np.isnan(want))
     assert np.array_equal(np.isinf(got), np.isinf(want))
     assert np.isnan(got[1, 3]) and np.isnan(got[2, 4])  # NaN labels: NaN also at e = 1
+    if masked:
+        assert np.isnan(got[0, 1]) and np.isfinite(got[2, 2]) and np.isfinite(got[3, 4])
     tol = 1e-5 if dtype == "float32" else 2e-2
     np.testing.assert_allclose(np.asarray(got, np.float64), np.asarray(want, np.float64),
                                rtol=tol, atol=tol)
@@ -566,9 +578,17 @@ def test_dense_labels_dressed_in_the_kernel_equal_the_composition(
     def total(f):
         return lambda y, x, arrays: jnp.where(finite, f(y, x, arrays), 0.0).sum()
 
-    grads = jax.grad(total(fast), (0, 1, 2))(y, x, arrays)
-    wants = jax.grad(total(composed), (0, 1, 2))(y, x, arrays)
+    floats = {k: v for k, v in arrays.items() if k != "where"}
+
+    def over_floats(f):
+        return lambda y, x, floats: total(f)(y, x, {**arrays, **floats})
+
+    grads = jax.grad(over_floats(fast), (0, 1, 2))(y, x, floats)
+    wants = jax.grad(over_floats(composed), (0, 1, 2))(y, x, floats)
     for g, w in zip(jax.tree.leaves(grads), jax.tree.leaves(wants)):
         assert np.array_equal(np.isfinite(g), np.isfinite(w))
         ok = np.isfinite(w)
         np.testing.assert_allclose(np.asarray(g)[ok], np.asarray(w)[ok], rtol=1e-5, atol=1e-5)
+    if masked:  # an excluded class's logit is never read: its gradient is 0
+        assert grads[1][2, 1, 2] == 0 and not np.asarray(grads[1])[~np.asarray(
+            jnp.broadcast_to(where, x.shape))].any()

@@ -72,8 +72,8 @@ class JaxArrayOps:
     def softmax_cross_entropy_with_options(self, labels: Array, logits: Array, axis: int,
                                            opt: _options.Options) -> Array:
         arrays, static = _split(opt)
-        if (getattr(self, "class_shards", 1) == 1 and opt.where is None
-                and (opt.smooths or opt.class_weights is not None)):
+        if getattr(self, "class_shards", 1) == 1 and (
+                opt.smooths or opt.class_weights is not None or opt.where is not None):
             return _dense_dressed_jit(labels, logits, arrays, axis=axis, static=static)
         return _dense_jit(labels, logits, arrays, axis=axis, static=static, ops=self)
 
@@ -117,15 +117,18 @@ def _dense_jit(labels: Array, logits: Array, arrays: dict[str, Array], *, axis: 
 @partial(jax.jit, static_argnames=("axis", "static"))
 def _dense_dressed_jit(labels: Array, logits: Array, arrays: dict[str, Array], *, axis: int,
                        static: _options.Options) -> Array:
-    """``_options.dense_rows`` with label smoothing or class weights and no ``where``:
-    the labels ``((1 - e) y + e / C) w`` are formed inside the dense kernel's fused loops
-    (``_jax_ops.dressed_cross_entropy``). Composed, they are an array of the logits' size,
-    which XLA materialises for the kernel's ``lax.cond``: 1.3-2.3x the call without options
-    (``benchmarks/options.py``)."""
+    """``_options.dense_rows`` with label smoothing, class weights or ``where``: the labels
+    ``where(m, (1 - e) y + e / C, 0) w`` and the logits ``where(m, x, -inf)`` are formed
+    inside the dense kernel's fused loops (``_jax_ops.dressed_cross_entropy``). Composed,
+    they are arrays of the logits' size, which XLA materialises for the kernel's
+    ``lax.cond``, and the excluded classes' ``0 * inf`` sends every masked batch through
+    its exact recomputation: 1.3-2.3x (smoothing, class weights) and 2.8-8x (``where``)
+    the call without options (``benchmarks/options.py``)."""
     opt = _join(arrays, static)
     e = opt.label_smoothing
     keep, spread = (1 - e, e / logits.shape[axis]) if opt.smooths else (None, None)
-    loss = dressed_cross_entropy(labels, logits, keep, spread, opt.class_weights, axis)
+    loss = dressed_cross_entropy(labels, logits, keep, spread, opt.where, opt.class_weights,
+                                 axis)
     return loss if opt.weights is None else loss * opt.weights
 
 
