@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
+from xent import _options
 from xent.backends import _jax_sharded
 from xent.backends._jax_partitioning import by_partitioning
 from xent.backends._jax_zero_safe import zero_safe_multiply
@@ -90,28 +91,25 @@ def _unpacked(dress: tuple[Array, ...], parts: Parts) -> tuple[Any, Any, Any, An
 
 
 def _dressed(labels: Array, dress: tuple[Array, ...], axis: int, parts: Parts) -> Array:
-    """The labels the loss weighs the classes by, ``where(mask, labels * keep + spread, 0)
-    * w``: the arithmetic of ``xent._options.dense_rows``, inside the kernel's fused
-    loops (``labels`` for ``dress = ()``)."""
+    """The labels the loss weighs the classes by (``xent._options.dressed_labels``), inside
+    the kernel's fused loops (``labels`` for ``dress = ()``)."""
     if not dress:
         return labels
+    from xent.backends._jax_options import OPS  # (it imports this module)
+
     keep, spread, mask, w = _unpacked(dress, parts)
-    if keep is not None:
-        labels = labels * keep + spread
-    if mask is not None:
-        labels = jnp.where(mask, labels, jnp.zeros([], labels.dtype))
-    if w is not None:
-        labels = labels * w.reshape([-1 if d == axis % labels.ndim else 1
-                                     for d in range(labels.ndim)])
-    return labels
+    return _options.dressed_labels(OPS, labels, labels, axis % labels.ndim, keep, spread,
+                                   mask, w)
 
 
 def _kept(logits: Array, dress: tuple[Array, ...], parts: Parts) -> Array:
-    """``logits`` with ``-inf`` where the ``where`` mask excludes a class (the classes that
-    do not exist for a row), as ``xent._options.dense_rows``."""
-    mask = _unpacked(dress, parts)[2] if dress else None
-    return logits if mask is None else jnp.where(mask, logits, jnp.asarray(-jnp.inf,
-                                                                           logits.dtype))
+    """``logits`` with ``-inf`` at the classes a ``where`` mask excludes
+    (``xent._options.kept_logits``)."""
+    if not dress or not parts[1]:
+        return logits
+    from xent.backends._jax_options import OPS
+
+    return _options.kept_logits(OPS, logits, _unpacked(dress, parts)[2])
 
 
 @cache

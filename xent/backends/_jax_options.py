@@ -96,6 +96,8 @@ class JaxArrayOps:
         return _sparse_jit(labels, logits, arrays, axis=axis, static=static, ops=self)
 
 
+#: The array operations, for the options' arithmetic inside ``_jax_ops``' kernels.
+OPS = JaxArrayOps()
 _ARRAYS = ("weights", "class_weights", "where")
 
 
