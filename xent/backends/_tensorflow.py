@@ -73,6 +73,25 @@ def _all_axes(rank: int) -> tf.Tensor:
 
 #: id(DType) -> (the DType, its name): the twins and the API ask per call
 _DTYPE_NAMES: dict[int, tuple[Any, str]] = {}
+#: a concrete eager tensor's ``_datatype_enum()`` -> its dtype name: ``EagerTensor.dtype``
+#: builds a DType (~0.4 us), the enum is an int (~0.1 us). Private, so checked at import.
+_ENUM_NAMES: dict[int, str] = {}
+
+
+def _eager_reads_work() -> bool:
+    """Whether this TF's concrete eager tensors have the private reads the backend uses on
+    the hot path (``_datatype_enum()``, and ``shape._dims`` a tuple of ints); else the
+    public, slower ones are used."""
+    try:
+        probe = tf.constant([[1.0, 2.0]])
+        return (type(probe) is small.Eager and type(probe.shape._dims) is tuple
+                and probe.shape._dims == (1, 2)
+                and probe._datatype_enum() == tf.float32.as_datatype_enum)
+    except Exception:  # noqa: BLE001 -- any change in a private API: use the public one
+        return False
+
+
+_EAGER = small.Eager if _eager_reads_work() else None
 
 
 class TensorFlowBackend(TensorFlowArrayOps, Backend):
@@ -101,14 +120,20 @@ class TensorFlowBackend(TensorFlowArrayOps, Backend):
         return isinstance(x, (tf.Tensor, tf.Variable))
 
     def shape(self, x: Any) -> tuple[int | None, ...] | None:
+        if type(x) is _EAGER:
+            return x.shape._dims  # a tuple: 0.1 us, not 0.5
         shape = x.shape  # None: a rank unknown while tracing, checked when the graph runs
         return None if shape.rank is None else tuple(shape.as_list())
 
     def dtype_name(self, x: Any) -> str:
+        if type(x) is _EAGER and (name := _ENUM_NAMES.get(x._datatype_enum())) is not None:
+            return name
         dtype = x.dtype
         known = _DTYPE_NAMES.get(id(dtype))  # DType.name costs 0.5-0.8 us; a lookup 0.1
         if known is None or known[0] is not dtype:
             known = _DTYPE_NAMES[id(dtype)] = (dtype, dtype.base_dtype.name)  # keeps it alive
+            if type(x) is _EAGER:
+                _ENUM_NAMES[x._datatype_enum()] = known[1]
         return known[1]  # TF names match NumPy's
 
     def asarray(self, value: Any, *, like: Any = None, dtype: str | None = None) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from xent import _dispatch
+from xent import _api, _dispatch
 from xent.backends import Backend
 
 Array = Any
@@ -30,19 +30,50 @@ def backend_of(logits: Any, *others: Any) -> Backend:
     return be
 
 
-def logits_and_labels(logits: Any, labels: Any) -> tuple[Backend, Array, Array,
-                                                        tuple[Any, ...], tuple[Any, ...]]:
-    """``(backend, logits, labels, logits' shape, labels' shape)``, both as arrays of the
-    backend: what :func:`backend_of`, :func:`native` and :func:`static_shape` give, with one
-    owner lookup per argument (a twin's hot path)."""
-    logits_owner = _dispatch.owner(logits)
-    labels_owner = _dispatch.owner(labels, "labels")
-    be = _dispatch.pick(logits_owner, labels_owner, None)  # raises for two frameworks
-    if logits_owner is not be:
-        logits = native(be, logits)
-    if labels_owner is not be:
-        labels = native(be, labels, like=logits)
-    return be, logits, labels, static_shape(be, logits), static_shape(be, labels)
+class Call:
+    """A twin's logits and labels on their backend, converted once, with what is read of
+    them once (static shapes and dtype names): the core takes these as known
+    (:func:`xent._api.dense_known`) instead of reading them again, which on TF costs about
+    half a microsecond a read. ``dtype``: cast the logits to it (Keras' compute dtype).
+    A twin that changes the labels updates ``labels_shape`` / ``labels_dtype`` with them."""
+
+    __slots__ = ("be", "logits", "labels", "shape", "dtype", "labels_shape", "labels_dtype")
+    shape: tuple[int | None, ...]
+    labels_shape: tuple[int | None, ...]
+
+    def __init__(self, logits: Any, labels: Any, dtype: str | None = None) -> None:
+        logits_owner = _dispatch.owner(logits)
+        labels_owner = _dispatch.owner(labels, "labels")
+        if labels_owner is logits_owner is not None:
+            be = logits_owner
+        else:
+            be = _dispatch.pick(logits_owner, labels_owner, None)  # raises for two frameworks
+        if logits_owner is not be:
+            logits = native(be, logits)
+        if labels_owner is not be:
+            labels = native(be, labels, like=logits)
+        shape, labels_shape = be.shape(logits), be.shape(labels)
+        if shape is None or labels_shape is None:
+            raise _unknown_rank()
+        self.shape, self.labels_shape = shape, labels_shape
+        self.dtype = be.dtype_name(logits)
+        if dtype is not None and self.dtype != dtype:
+            logits, self.dtype = be.cast(logits, dtype), dtype
+        self.be, self.logits, self.labels = be, logits, labels
+        self.labels_dtype = be.dtype_name(labels)
+
+    def dense(self, logits: Array = None, **options: Any) -> Array:
+        """The core's dense loss of ``self.labels`` and ``logits`` (default ``self.logits``;
+        else an array of its shape and dtype) with ``options``."""
+        x = self.logits if logits is None else logits
+        known = self.shape, self.dtype, self.labels_shape, self.labels_dtype
+        return _api.dense_known(self.be, self.labels, x, known, **options)
+
+    def sparse(self, logits: Array = None, **options: Any) -> Array:
+        """The core's sparse loss, as :meth:`dense`."""
+        x = self.logits if logits is None else logits
+        known = self.shape, self.dtype, self.labels_shape, self.labels_dtype
+        return _api.sparse_known(self.be, self.labels, x, known, **options)
 
 
 def native(be: Backend, x: Any, like: Any = None, dtype: str | None = None) -> Array:
@@ -65,9 +96,14 @@ def is_integer(be: Backend, x: Any) -> bool:
     return is_integer_name(be.dtype_name(x))
 
 
+#: the usual integer (and boolean) dtype names, asked first by :func:`is_integer_name`
+INTEGER_NAMES = frozenset(("bool", "int8", "int16", "int32", "int64", "uint8", "uint16",
+                           "uint32", "uint64"))
+
+
 def is_integer_name(dtype_name: str) -> bool:
     """Whether a backend's ``dtype_name`` names integers (or booleans)."""
-    return dtype_name.startswith(("int", "uint")) or dtype_name == "bool"
+    return dtype_name in INTEGER_NAMES or dtype_name.startswith(("int", "uint"))
 
 
 def shape_of(be: Backend, x: Any) -> tuple[int | None, ...]:
@@ -82,12 +118,16 @@ def static_shape(be: Backend, x: Any) -> tuple[int | None, ...]:
     """:func:`shape_of` a tensor of ``be`` (e.g. from :func:`native`)."""
     shape = be.shape(x)
     if shape is None:
-        raise ValueError(
-            "the framework twins need tensors of a known rank (their shape conventions, e.g. "
-            "torch's classes on dim 1, depend on it); use xent's core functions, which take "
-            "tensors of unknown rank in TensorFlow graphs"
-        )
+        raise _unknown_rank()
     return shape
+
+
+def _unknown_rank() -> ValueError:
+    return ValueError(
+        "the framework twins need tensors of a known rank (their shape conventions, e.g. "
+        "torch's classes on dim 1, depend on it); use xent's core functions, which take "
+        "tensors of unknown rank in TensorFlow graphs"
+    )
 
 
 def nonzero(x: Array) -> Array:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import xent
 from xent.compat import _compose
 
 __all__ = [
@@ -73,55 +72,50 @@ def categorical_crossentropy(y_true: Any, y_pred: Any, from_logits: bool = False
     """``keras.losses.categorical_crossentropy``: ``-sum(y_true * log(p))`` along ``axis``,
     with ``p = softmax(y_pred)`` (``from_logits=True``) or the probabilities ``y_pred``."""
     _check_axis(axis)
-    be = _compose.backend_of(y_pred, y_true)
-    y_pred = _compose.native(be, y_pred)
-    return _categorical(be, y_true, y_pred, _compose.static_shape(be, y_pred), from_logits,
-                        label_smoothing, axis)
+    return _categorical(_compose.Call(y_pred, y_true), from_logits, label_smoothing, axis)
 
 
-def _categorical(be: Any, y_true: Any, y_pred: Any, shape: tuple[int | None, ...],
-                 from_logits: bool, label_smoothing: float, axis: int, **core: Any) -> Any:
-    """:func:`categorical_crossentropy` through the core (``shape``: of ``y_pred``), with
-    the core's ``reduction`` and ``weights`` in ``core``."""
+def _categorical(call: _compose.Call, from_logits: bool, label_smoothing: float, axis: int,
+                 **core: Any) -> Any:
+    """:func:`categorical_crossentropy` through the core, with the core's ``reduction``
+    and ``weights`` in ``core``."""
+    be, shape = call.be, call.shape
     rank = len(shape)
-    logits = y_pred if from_logits else _as_logits(be, y_pred, axis)
+    logits = call.logits if from_logits else _as_logits(be, call.logits, axis)
     smoothing = label_smoothing
     if label_smoothing and axis % rank != rank - 1:  # Keras divides by the last axis' size
-        y_true = _compose.native(be, y_true, like=y_pred, dtype=be.dtype_name(y_pred))
         last = shape[-1]
         if last is None:
             raise ValueError("label_smoothing: Keras divides by the last axis' size, which is "
                              "unknown here; give y_pred a static last dimension")
-        y_true = y_true * (1.0 - label_smoothing) + label_smoothing / last
-        smoothing = 0.0
-    return xent.softmax_cross_entropy_with_logits(
-        labels=y_true, logits=logits, axis=axis, label_smoothing=smoothing or 0.0, **core)
+        labels = be.cast(call.labels, call.dtype) if call.labels_dtype != call.dtype else \
+            call.labels
+        call.labels = labels * (1.0 - label_smoothing) + label_smoothing / last
+        call.labels_dtype, smoothing = call.dtype, 0.0
+    return call.dense(logits, axis=axis, label_smoothing=smoothing or 0.0, **core)
 
 
-def _sparse_labels(be: Any, y_true: Any, y_pred: Any, shape: tuple[int | None, ...],
-                   axis: int) -> Any:
-    """Keras' sparse labels for ``y_pred`` of ``shape``: ``[batch, 1]`` squeezed at
-    ``axis``, floats cast to integers."""
-    y_true = _compose.native(be, y_true, like=y_pred)
-    rank = len(shape)
-    label_shape = _compose.static_shape(be, y_true)
-    if len(label_shape) == rank and label_shape[axis] == 1:
-        y_true = _compose.squeeze(y_true, axis, rank)
-    if not _compose.is_integer_name(be.dtype_name(y_true)):
-        y_true = be.cast(y_true, "int32")
-    return y_true
+def _sparse_labels(call: _compose.Call, axis: int) -> _compose.Call:
+    """``call`` with Keras' sparse labels: ``[batch, 1]`` squeezed at ``axis``, floats
+    cast to integers."""
+    rank, shape = len(call.shape), call.labels_shape
+    if len(shape) == rank and shape[axis] == 1:
+        axis %= rank
+        call.labels = _compose.squeeze(call.labels, axis, rank)
+        call.labels_shape = shape[:axis] + shape[axis + 1:]
+    if (call.labels_dtype not in _compose.INTEGER_NAMES
+            and not _compose.is_integer_name(call.labels_dtype)):
+        call.labels, call.labels_dtype = call.be.cast(call.labels, "int32"), "int32"
+    return call
 
 
 def sparse_categorical_crossentropy(y_true: Any, y_pred: Any, from_logits: bool = False,
                                     ignore_class: int | None = None, axis: int = -1) -> Any:
     """``keras.losses.sparse_categorical_crossentropy``: ``-log(p[y_true])`` along ``axis``;
     0 where ``y_true == ignore_class``."""
-    be = _compose.backend_of(y_pred, y_true)
-    y_pred = _compose.native(be, y_pred)
-    labels = _sparse_labels(be, y_true, y_pred, _compose.static_shape(be, y_pred), axis)
-    logits = y_pred if from_logits else _as_logits(be, y_pred, axis)
-    return xent.sparse_softmax_cross_entropy_with_logits(
-        labels=labels, logits=logits, axis=axis, ignore_index=ignore_class)
+    call = _sparse_labels(_compose.Call(y_pred, y_true), axis)
+    logits = call.logits if from_logits else _as_logits(call.be, call.logits, axis)
+    return call.sparse(logits, axis=axis, ignore_index=ignore_class)
 
 
 class _Loss:
@@ -144,11 +138,10 @@ class _Loss:
         return self._dtype
 
     def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
-        be = _compose.backend_of(y_pred, y_true, sample_weight)
-        y_pred = _compose.native(be, y_pred, dtype=self.dtype)
-        shape = _compose.static_shape(be, y_pred)
-        labels = self._labels(be, y_true, y_pred, shape)
-        return self._reduced(be, labels, y_pred, shape, sample_weight)
+        call = _compose.Call(y_pred, y_true, self._dtype)
+        if sample_weight is not None:
+            _compose.backend_of(call.logits, sample_weight)  # raises for two frameworks
+        return self._reduced(self._labels(call), sample_weight)
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         raise NotImplementedError
@@ -160,32 +153,32 @@ class _Loss:
     def from_config(cls, config: dict[str, Any]) -> Any:
         return cls(**config)
 
-    def _labels(self, be: Any, y_true: Any, y_pred: Any, shape: tuple[int | None, ...]) -> Any:
-        """``y_true`` as the core takes it (``shape``: of ``y_pred``), prepared once a call."""
-        return y_true
+    def _labels(self, call: _compose.Call) -> _compose.Call:
+        """``call`` with the labels as the core takes them, prepared once a call."""
+        return call
 
-    def _core(self, be: Any, labels: Any, y_pred: Any, shape: tuple[int | None, ...],
-              reduction: str, weights: Any) -> Any:
+    def _core(self, call: _compose.Call, reduction: str, weights: Any) -> Any:
         raise NotImplementedError
 
-    def _ignored(self, be: Any, labels: Any) -> Any:
+    def _ignored(self, call: _compose.Call) -> Any:
         """The rows kept (boolean, the loss shape), or None when nothing can be ignored."""
         return None
 
-    def _reduced(self, be: Any, labels: Any, y_pred: Any, shape: tuple[int | None, ...],
-                 sample_weight: Any) -> Any:
+    def _reduced(self, call: _compose.Call, sample_weight: Any) -> Any:
+        be, shape = call.be, call.shape
         axis = self._axis % len(shape) if shape else 0
         loss_shape = shape[:axis] + shape[axis + 1:]
-        weights, expand = _keras_weights(be, sample_weight, loss_shape, y_pred)
+        weights, expand = (None, False) if sample_weight is None else _keras_weights(
+            be, sample_weight, loss_shape, call.logits)
         reduction = self.reduction
         if reduction in (None, "none") or loss_shape in ((), (0,)):
-            loss = self._core(be, labels, y_pred, shape, "none", weights)
+            loss = self._core(call, "none", weights)
             return be.expand_dims(loss, -1) if expand else loss
-        kept = self._ignored(be, labels)
+        kept = self._ignored(call)
         if reduction == "sum":
-            return self._core(be, labels, y_pred, shape, "sum", weights)
+            return self._core(call, "sum", weights)
         if reduction == "mean_with_sample_weight" and (weights is not None or kept is not None):
-            total = self._core(be, labels, y_pred, shape, "sum", weights)
+            total = self._core(call, "sum", weights)
             if weights is None:
                 return _compose.divide_no_nan(be, total, be.count(kept, total), total)
             if kept is None:  # Keras divides by the sum of sample_weight as given
@@ -194,12 +187,12 @@ class _Loss:
             return _compose.divide_no_nan(be, total, be.total(kept_weights), total)
         if kept is None:  # the mean over the batch
             if None not in loss_shape and 0 not in loss_shape:
-                return self._core(be, labels, y_pred, shape, "mean", weights)
-            total = self._core(be, labels, y_pred, shape, "sum", weights)
+                return self._core(call, "mean", weights)
+            total = self._core(call, "sum", weights)
             count = _compose.native(be, 1.0 * _size(loss_shape), like=total,
                                     dtype=be.dtype_name(total))
             return _compose.divide_no_nan(be, total, count, total)
-        total = self._core(be, labels, y_pred, shape, "sum", weights)
+        total = self._core(call, "sum", weights)
         return _compose.divide_no_nan(be, total, be.count(kept, total), total)
 
 
@@ -215,8 +208,6 @@ def _keras_weights(be: Any, sample_weight: Any, loss_shape: tuple[int | None, ..
     """``sample_weight`` shaped for the core as Keras' ``squeeze_or_expand_to_same_rank``
     does, and whether Keras expands the loss itself (a ``[batch]`` loss with ``[batch, 1]``
     weights: its ``reduction="none"`` result is ``[batch, 1]``)."""
-    if sample_weight is None:
-        return None, False
     weights = _compose.native(be, sample_weight, like=like, dtype=be.dtype_name(like))
     shape = _compose.shape_of(be, weights)
     if len(shape) == len(loss_shape) + 1 and shape[-1] == 1:
@@ -243,10 +234,9 @@ class CategoricalCrossentropy(_Loss):
         return {**super().get_config(), "from_logits": self.from_logits,
                 "label_smoothing": self.label_smoothing, "axis": self.axis}
 
-    def _core(self, be: Any, labels: Any, y_pred: Any, shape: tuple[int | None, ...],
-              reduction: str, weights: Any) -> Any:
-        return _categorical(be, labels, y_pred, shape, self.from_logits, self.label_smoothing,
-                            self.axis, reduction=reduction, weights=weights)
+    def _core(self, call: _compose.Call, reduction: str, weights: Any) -> Any:
+        return _categorical(call, self.from_logits, self.label_smoothing, self.axis,
+                            reduction=reduction, weights=weights)
 
 
 class SparseCategoricalCrossentropy(_Loss):
@@ -269,21 +259,20 @@ class SparseCategoricalCrossentropy(_Loss):
         return {**super().get_config(), "from_logits": self.from_logits,
                 "ignore_class": self.ignore_class, "axis": self.axis}
 
-    def _labels(self, be: Any, y_true: Any, y_pred: Any, shape: tuple[int | None, ...]) -> Any:
-        return _sparse_labels(be, y_true, y_pred, shape, self.axis)
+    def _labels(self, call: _compose.Call) -> _compose.Call:
+        return _sparse_labels(call, self.axis)
 
-    def _core(self, be: Any, labels: Any, y_pred: Any, shape: tuple[int | None, ...],
-              reduction: str, weights: Any) -> Any:
-        logits = y_pred if self.from_logits else _as_logits(be, y_pred, self.axis)
+    def _core(self, call: _compose.Call, reduction: str, weights: Any) -> Any:
+        be = call.be
+        logits = call.logits if self.from_logits else _as_logits(be, call.logits, self.axis)
         ignored = self.ignore_class
-        classes = shape[self.axis]
-        if ignored is not None and not _compose.might_hold(be, labels, ignored, classes):
+        if ignored is not None and not _compose.might_hold(be, call.labels, ignored,
+                                                           call.shape[self.axis]):
             ignored = None
-        return xent.sparse_softmax_cross_entropy_with_logits(
-            labels=labels, logits=logits, axis=self.axis, reduction=reduction,
-            weights=weights, ignore_index=ignored)
+        return call.sparse(logits, axis=self.axis, reduction=reduction, weights=weights,
+                           ignore_index=ignored)
 
-    def _ignored(self, be: Any, labels: Any) -> Any:
+    def _ignored(self, call: _compose.Call) -> Any:
         if self.ignore_class is None:
             return None
-        return be.not_equal(labels, self.ignore_class)
+        return call.be.not_equal(call.labels, self.ignore_class)

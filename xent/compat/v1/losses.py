@@ -18,10 +18,11 @@ reduces in float32 and casts back).
 
 from __future__ import annotations
 
+import functools
+import math
 import sys
 from typing import Any
 
-import xent
 from xent import _dispatch
 from xent.compat import _compose
 
@@ -64,19 +65,14 @@ def softmax_cross_entropy(onehot_labels: Any, logits: Any, weights: Any = 1.0,
         raise ValueError("Argument `onehot_labels` must not be None.")
     if logits is None:
         raise ValueError("Argument `logits` must not be None.")
-    Reduction.validate(reduction)
-    be = _dispatch.resolve(logits, onehot_labels, None)
-    logits = _compose.native(be, logits)
-    if _dispatch.owner(onehot_labels, "onehot_labels") is be:
-        onehot_labels = be.stop_gradient(onehot_labels)
-
-    def core(reduction: str, core_weights: Any) -> Any:
-        return xent.softmax_cross_entropy_with_logits(
-            labels=onehot_labels, logits=logits, reduction=reduction, weights=core_weights,
-            label_smoothing=label_smoothing if label_smoothing > 0 else 0.0)
-
-    loss = _weighted(be, core, logits, _compose.static_shape(be, logits), weights, reduction)
-    return _collected(be, loss, loss_collection)
+    if reduction not in _REDUCTION_KEYS:
+        Reduction.validate(reduction)
+    call = _compose.Call(logits, onehot_labels)
+    if _dispatch.owner(onehot_labels, "onehot_labels") is call.be:
+        call.labels = call.be.stop_gradient(call.labels)
+    core = functools.partial(call.dense, label_smoothing=label_smoothing) if (
+        label_smoothing > 0) else call.dense
+    return _collected(call.be, _weighted(call, core, weights, reduction), loss_collection)
 
 
 def sparse_softmax_cross_entropy(labels: Any, logits: Any, weights: Any = 1.0,
@@ -89,43 +85,39 @@ def sparse_softmax_cross_entropy(labels: Any, logits: Any, weights: Any = 1.0,
         raise ValueError("Argument `labels` must not be None.")
     if logits is None:
         raise ValueError("Argument `logits` must not be None.")
-    Reduction.validate(reduction)
-    be, logits, labels, shape, label_shape = _compose.logits_and_labels(logits, labels)
+    if reduction not in _REDUCTION_KEYS:
+        Reduction.validate(reduction)
+    call = _compose.Call(logits, labels)
+    be, logits, shape = call.be, call.logits, call.shape
     rank = len(shape)
-    if len(label_shape) == rank and label_shape[-1] == 1:  # [batch, 1] labels
-        labels = _compose.squeeze(labels, -1, rank)
-        label_shape = label_shape[:-1]
+    if len(call.labels_shape) == rank and call.labels_shape[-1] == 1:  # [batch, 1] labels
+        call.labels = _compose.squeeze(call.labels, -1, rank)
+        call.labels_shape = call.labels_shape[:-1]
     if not isinstance(weights, (int, float)):
-        weights = _compose.native(be, weights, like=logits, dtype=be.dtype_name(logits))
+        weights = _compose.native(be, weights, like=logits, dtype=call.dtype)
         weight_shape = _compose.shape_of(be, weights)
-        if len(weight_shape) == len(label_shape) + 1:
+        if len(weight_shape) == len(call.labels_shape) + 1:
             weights = _compose.squeeze(weights, -1, len(weight_shape))
-
-    def core(reduction: str, core_weights: Any) -> Any:
-        return xent.sparse_softmax_cross_entropy_with_logits(
-            labels=labels, logits=logits, reduction=reduction, weights=core_weights)
-
-    loss = _weighted(be, core, logits, shape, weights, reduction)
-    return _collected(be, loss, loss_collection)
+    return _collected(be, _weighted(call, call.sparse, weights, reduction), loss_collection)
 
 
-def _weighted(be: Any, core: Any, logits: Any, logits_shape: tuple[int | None, ...],
-              weights: Any, reduction: str) -> Any:
-    """TF1's ``compute_weighted_loss`` composed from the core: ``core(reduction, weights)``
-    is the weighted loss with the core's ``reduction``."""
-    shape = logits_shape[:-1]
-    size = None if None in shape else _size(shape)
+def _weighted(call: _compose.Call, core: Any, weights: Any, reduction: str) -> Any:
+    """TF1's ``compute_weighted_loss`` composed from the core: ``core(reduction=...,
+    weights=...)`` is the weighted loss of ``call`` with the core's ``reduction``."""
+    be, logits = call.be, call.logits
+    shape = call.shape[:-1]
+    size = None if None in shape else math.prod(shape)  # type: ignore[arg-type]  # no None
     scalar = isinstance(weights, (int, float))
     if not scalar:
         weights = _compose.native(be, weights, like=logits, dtype=be.dtype_name(logits))
     core_weights = None if scalar and weights == 1.0 else weights
     if reduction == Reduction.NONE:
-        return core("none", core_weights)
+        return core(reduction="none", weights=core_weights)
     if reduction == Reduction.SUM:
-        return core("sum", core_weights)
+        return core(reduction="sum", weights=core_weights)
     if core_weights is None and size:  # every weight is 1: each mean is over the losses
-        return core("mean", None)
-    loss = core("none", core_weights)
+        return core(reduction="mean")
+    loss = core(reduction="none", weights=core_weights)
     total = be.total(loss)
     if scalar and size is not None:
         count = {Reduction.SUM_OVER_BATCH_SIZE: size, Reduction.MEAN: size * weights}.get(
@@ -144,19 +136,12 @@ def _weighted(be: Any, core: Any, logits: Any, logits_shape: tuple[int | None, .
     return _compose.divide_no_nan(be, total, denominator, loss)
 
 
-def _size(shape: tuple[int | None, ...]) -> int:
-    """The number of elements of a fully known ``shape``."""
-    size = 1
-    for d in shape:
-        assert d is not None, "called with a known shape only"
-        size *= d
-    return size
-
-
 def _collected(be: Any, loss: Any, loss_collection: str | None) -> Any:
-    """TF1's ``util.add_loss``: in a graph (not eagerly), add the loss to the collection."""
+    """TF1's ``util.add_loss``: in a graph (not eagerly), add the loss to the collection.
+    A symbolic loss is one built in a graph (TF1 or ``tf.function``); asking that is half
+    the cost of ``tf.executing_eagerly()``."""
     if loss_collection and be.name == "tensorflow":
         tf = sys.modules["tensorflow"]
-        if not tf.executing_eagerly():
+        if tf.is_symbolic_tensor(loss):
             tf.compat.v1.add_to_collection(loss_collection, loss)
     return loss

@@ -122,18 +122,17 @@ def cross_entropy(
         reduction = legacy_reduction(size_average, reduce)
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{reduction} is not a valid value for reduction")
-    be, input, target, shape, target_shape = _compose.logits_and_labels(input, target)
+    call = _compose.Call(input, target)
+    shape = call.shape
     axis = 0 if len(shape) == 1 else 1
-    if target_shape == shape:  # class probabilities
+    if call.labels_shape == shape:  # class probabilities
         if ignore_index >= 0:
             raise ValueError("ignore_index is not supported for floating point target")
-        return xent.softmax_cross_entropy_with_logits(
-            labels=target, logits=input, axis=axis, reduction=reduction,
-            class_weights=weight, label_smoothing=label_smoothing)
+        return call.dense(axis=axis, reduction=reduction, class_weights=weight,
+                          label_smoothing=label_smoothing)
     if reduction == "mean" and weight is not None:
         reduction = "weighted_mean"  # sum(weight[target]) over the rows not ignored
-    ignored = ignore_index if _compose.might_hold(be, target, ignore_index,
+    ignored = ignore_index if _compose.might_hold(call.be, call.labels, ignore_index,
                                                   shape[axis]) else None
-    return xent.sparse_softmax_cross_entropy_with_logits(
-        labels=target, logits=input, axis=axis, reduction=reduction, class_weights=weight,
-        label_smoothing=label_smoothing, ignore_index=ignored)
+    return call.sparse(axis=axis, reduction=reduction, class_weights=weight,
+                       label_smoothing=label_smoothing, ignore_index=ignored)
