@@ -484,6 +484,32 @@ def test_conversion_helpers() -> None:
         assert TF.shape(tf.compat.v1.placeholder(tf.float32)) is None  # unknown rank
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64", "int8",
+                                   "int32", "int64", "uint8", "bool", "complex64", "string"])
+def test_shape_and_dtype_reads_equal_tfs_public_ones(dtype: str) -> None:
+    """Eager tensors are read through private attributes (``shape._dims``,
+    ``_datatype_enum()``): the answers are TF's public ones, in every dtype and rank, read
+    again (cached) and for variables and graph tensors (the public reads)."""
+    from xent.backends import _tensorflow
+
+    assert _tensorflow._EAGER is not None, "this TF's eager tensors lost the private reads"
+    for shape in ([], [0], [2, 3], [1, 0, 4]):
+        x = tf.zeros(shape, dtype)
+        for _ in range(2):
+            assert TF.shape(x) == tuple(x.shape.as_list())
+            assert type(TF.shape(x)) is tuple
+            assert TF.dtype_name(x) == x.dtype.name
+    variable = tf.Variable(tf.zeros([2, 1], dtype))
+    assert (TF.shape(variable), TF.dtype_name(variable)) == ((2, 1), variable.dtype.name)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], dtype)])
+    def traced(x: tf.Tensor) -> tf.Tensor:
+        assert (TF.shape(x), TF.dtype_name(x)) == ((None, 3), x.dtype.name)
+        return x
+
+    traced.get_concrete_function()
+
+
 def test_run_hook_round_trips_numpy_in_every_mode() -> None:
     for mode in MODES:
         out = TF.run(mode, lambda a, b: a * tf.cast(b, a.dtype), LOGITS, np.array([1, 2, 3]))

@@ -138,6 +138,29 @@ def test_graph_adds_the_loss_to_its_collection() -> None:
             close(session.run(loss), expected)
 
 
+def test_collections_in_tf_function_and_eager_follow_tf() -> None:
+    """TF1 adds a loss built in any graph (also a ``tf.function``'s) to the collection,
+    and none built eagerly; so does the twin, whose dense loss also adds one."""
+    found: dict[str, int] = {}
+
+    @tf.function
+    def traced(x: tf.Tensor) -> tf.Tensor:
+        graph = tf.compat.v1.get_default_graph()
+        before = len(graph.get_collection("losses"))
+        native_losses.sparse_softmax_cross_entropy(tf.constant(T), x)
+        found["native"] = len(graph.get_collection("losses")) - before
+        twin.sparse_softmax_cross_entropy(tf.constant(T), x)
+        twin.softmax_cross_entropy(tf.one_hot(T, 4), x, loss_collection="mine")
+        found["twin"] = len(graph.get_collection("losses")) - before - found["native"]
+        found["mine"] = len(graph.get_collection("mine"))
+        return x
+
+    traced(tf.constant(X))
+    assert found == {"native": 1, "twin": 1, "mine": 1}
+    eager = twin.sparse_softmax_cross_entropy(tf.constant(T), tf.constant(X))
+    assert not tf.is_symbolic_tensor(eager)  # eager: no collection to add to
+
+
 def test_masked_class_is_finite_where_tf_gives_nan() -> None:
     x = tf.constant([[0.5, -np.inf, 1.0]])
     y = tf.constant([[0.0, 0.0, 1.0]])
