@@ -61,7 +61,10 @@ def _prepare(
             return be, logits, True, shape, dtype, _check_logits(shape, dtype, axis)
     logits_owner = owner(logits, "logits")
     labels_owner = None if labels is None else owner(labels, "labels")
-    be = pick(logits_owner, labels_owner, backend)
+    if labels_owner is logits_owner is not None and backend is None:
+        be = logits_owner  # both tensors of one framework: pick's answer, without the call
+    else:
+        be = pick(logits_owner, labels_owner, backend)
     if axis_name is not None:
         sharded = getattr(be, "sharded", None)
         if sharded is None:  # a duck-typed third-party backend
