@@ -96,14 +96,9 @@ def is_integer(be: Backend, x: Any) -> bool:
     return is_integer_name(be.dtype_name(x))
 
 
-#: the usual integer (and boolean) dtype names, asked first by :func:`is_integer_name`
-INTEGER_NAMES = frozenset(("bool", "int8", "int16", "int32", "int64", "uint8", "uint16",
-                           "uint32", "uint64"))
-
-
 def is_integer_name(dtype_name: str) -> bool:
     """Whether a backend's ``dtype_name`` names integers (or booleans)."""
-    return dtype_name in INTEGER_NAMES or dtype_name.startswith(("int", "uint"))
+    return dtype_name.startswith(("int", "uint")) or dtype_name == "bool"
 
 
 def shape_of(be: Backend, x: Any) -> tuple[int | None, ...]:

@@ -88,9 +88,8 @@ def _categorical(call: _compose.Call, from_logits: bool, label_smoothing: float,
         if last is None:
             raise ValueError("label_smoothing: Keras divides by the last axis' size, which is "
                              "unknown here; give y_pred a static last dimension")
-        labels = be.cast(call.labels, call.dtype) if call.labels_dtype != call.dtype else \
-            call.labels
-        call.labels = labels * (1.0 - label_smoothing) + label_smoothing / last
+        call.labels = (be.cast(call.labels, call.dtype) * (1.0 - label_smoothing)
+                       + label_smoothing / last)
         call.labels_dtype, smoothing = call.dtype, 0.0
     return call.dense(logits, axis=axis, label_smoothing=smoothing or 0.0, **core)
 
@@ -103,8 +102,7 @@ def _sparse_labels(call: _compose.Call, axis: int) -> _compose.Call:
         axis %= rank
         call.labels = _compose.squeeze(call.labels, axis, rank)
         call.labels_shape = shape[:axis] + shape[axis + 1:]
-    if (call.labels_dtype not in _compose.INTEGER_NAMES
-            and not _compose.is_integer_name(call.labels_dtype)):
+    if not _compose.is_integer_name(call.labels_dtype):
         call.labels, call.labels_dtype = call.be.cast(call.labels, "int32"), "int32"
     return call
 
