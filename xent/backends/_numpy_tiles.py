@@ -19,10 +19,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-#: Elements per tile: 2 MiB of float32 per scratch array. Smaller tiles fit L2 better but
-#: cost more GIL hand-offs between the threads (each NumPy call releases and retakes it);
-#: measured best here between 2**18 and 2**20 (benchmarks/numpy_backend.py).
+#: Elements per tile on several threads: 2 MiB of float32 per scratch array. Smaller tiles
+#: fit L2 better but cost more GIL hand-offs between the threads (each NumPy call releases and
+#: retakes it); measured best here between 2**18 and 2**20 (benchmarks/numpy_backend.py).
 TILE_ELEMENTS = 1 << 19
+#: Elements per tile on one thread (``XENT_NUM_THREADS=1``, inputs too small to split, Dask
+#: blocks): the tile, its scratch and its labels (512 KiB each in float32) stay in a 2 MiB L2
+#: between passes, with no hand-off to pay for; 1.2-1.35x faster than ``TILE_ELEMENTS`` there
+#: (2**16 and 2**18 close behind; 2**15 pays NumPy's per-call cost).
+SINGLE_THREAD_TILE_ELEMENTS = 1 << 17
 PARALLEL_MIN_ELEMENTS = 1 << 17  # below this, threads cost more than they save
 
 _buffers: dict[int, dict[str, np.ndarray]] = {}  # thread id -> name -> reusable buffer
@@ -65,13 +70,16 @@ class Layout:
         self.classes = shape[axis]
         self.inner = math.prod(shape[axis + 1 :])
         self.reduced_shape = shape[:axis] + shape[axis + 1 :]
-        per_column = self.classes * self.inner
+        self.size = self.outer * self.classes * self.inner
+        self.workers = (min(num_threads(), self.outer)
+                        if self.size >= PARALLEL_MIN_ELEMENTS else 1)
+        tile = TILE_ELEMENTS if self.workers > 1 else min(TILE_ELEMENTS,
+                                                          SINGLE_THREAD_TILE_ELEMENTS)
         if self.inner == 1:
-            self.tile_outer, self.tile_inner = max(1, TILE_ELEMENTS // self.classes), 1
+            self.tile_outer, self.tile_inner = max(1, tile // self.classes), 1
         else:
-            self.tile_inner = min(self.inner, max(1, TILE_ELEMENTS // self.classes))
-            self.tile_outer = max(1, TILE_ELEMENTS // (self.classes * self.tile_inner))
-        self.size = self.outer * per_column
+            self.tile_inner = min(self.inner, max(1, tile // self.classes))
+            self.tile_outer = max(1, tile // (self.classes * self.tile_inner))
 
     def view(self, a: np.ndarray) -> np.ndarray:
         """``a`` (shape of the input) as 2-D / 3-D; a copy only if its strides forbid a view."""
@@ -131,7 +139,7 @@ class Layout:
 
     def run(self, process: Callable[[tuple[int, int, int, int]], None]) -> None:
         """Call ``process(tile)`` for every tile, on several threads for large inputs."""
-        workers = min(num_threads(), self.outer) if self.size >= PARALLEL_MIN_ELEMENTS else 1
+        workers = self.workers
         bounds = [self.outer * k // workers for k in range(workers + 1)]
 
         def work(k: int) -> None:
