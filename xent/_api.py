@@ -30,6 +30,8 @@ _neutral_backend = _dispatch.neutral_backend
 _check_logits = _validate.check_logits
 _check_sparse_labels = _validate.check_sparse_labels
 _NO_SMOOTHING = 0.0  # the default label_smoothing object: ``is`` tells it apart fastest
+_PLAIN_PATHS = _dispatch.plain_paths
+_UNKNOWN = object()
 
 
 def _keyword_only(fn: F) -> F:
@@ -193,7 +195,7 @@ def softmax_cross_entropy_with_logits(
     reduction: str = "none",
     weights: Array | None = None,
     class_weights: Array | None = None,
-    label_smoothing: float = 0.0,
+    label_smoothing: float = _NO_SMOOTHING,
     where: Array | None = None,
     axis_name: Any = None,
     backend: str | Backend | None = None,
@@ -240,6 +242,13 @@ def softmax_cross_entropy_with_logits(
     """
     if args or labels is _MISSING or logits is _MISSING:
         _missing(args, labels, logits, "softmax_cross_entropy_with_logits")
+    if (weights is None and class_weights is None and where is None and backend is None
+            and label_smoothing is _NO_SMOOTHING and axis_name is None):
+        fast = _PLAIN_PATHS.get(type(logits), _UNKNOWN)  # the owner's, for plain calls
+        if fast is _UNKNOWN:
+            fast = _dispatch.plain_path(logits)
+        if fast is not None and (loss := fast.dense(labels, logits, axis, reduction)) is not None:
+            return loss
     be, logits, neutral, shape, dtype, axis = _prepare(logits, labels, axis, backend,
                                                        axis_name)
     if reduction not in _REDUCTIONS:
@@ -343,7 +352,9 @@ def sparse_softmax_cross_entropy_with_logits(
     """
     if args or labels is _MISSING or logits is _MISSING:
         _missing(args, labels, logits, "sparse_softmax_cross_entropy_with_logits")
-    plain = _plain(weights, class_weights, label_smoothing, where, ignore_index)
+    plain = (weights is None and class_weights is None and where is None  # _plain, inline
+             and ignore_index is None and (label_smoothing is _NO_SMOOTHING
+                                           or _plain(None, None, label_smoothing, None, None)))
     if (plain and backend is None and axis_name is None and type(logits) is _NDARRAY
             and type(labels) is _NDARRAY):
         be = _neutral_backend()  # the hot path: NumPy arrays, no options
@@ -366,6 +377,12 @@ def sparse_softmax_cross_entropy_with_logits(
             if reduction == "none":
                 return loss
             return be.reduce(loss, "mean" if reduction == "weighted_mean" else reduction)
+    if plain and backend is None and axis_name is None:
+        fast = _PLAIN_PATHS.get(type(logits), _UNKNOWN)  # the owner's, for plain calls
+        if fast is _UNKNOWN:
+            fast = _dispatch.plain_path(logits)
+        if fast is not None and (loss := fast.sparse(labels, logits, axis, reduction)) is not None:
+            return loss
     be, logits, neutral, shape, dtype, axis = _prepare(logits, labels, axis, backend,
                                                        axis_name)
     if reduction not in _REDUCTIONS:

@@ -30,10 +30,15 @@ _chosen: contextvars.ContextVar[Backend | None] = contextvars.ContextVar(
 )
 
 
+#: type of logits -> its owner's fast path for calls with no options (``Backend.plain_path``)
+plain_paths: dict[type, Any] = {}
+
+
 def _clear_cache() -> None:
     """Forget framework owners (a newly registered backend may claim their types)."""
     for t in [t for t, b in _owner_cache.items() if b is not None]:
         del _owner_cache[t]
+    plain_paths.clear()
 
 
 backends._on_register.append(_clear_cache)
@@ -50,6 +55,20 @@ def owner(x: Any, argument: str = "logits") -> Backend | None:
     if found is _UNKNOWN:
         found = _owner_cache[type(x)] = _find_owner(x, argument)
     return found  # type: ignore[return-value]
+
+
+def plain_path(x: Any) -> Any:
+    """The fast path of ``x``'s owner for calls with no options (``Backend.plain_path``),
+    or None (framework-neutral ``x``, a type no backend owns, a backend without one)."""
+    found = plain_paths.get(type(x), _UNKNOWN)
+    if found is _UNKNOWN:
+        try:
+            backend = owner(x)
+        except TypeError:  # the general path raises it
+            backend = None
+        ask = getattr(backend, "plain_path", None)  # a duck-typed backend may not have it
+        found = plain_paths[type(x)] = None if ask is None else ask(type(x))
+    return found
 
 
 def _registered_owner(x: Any) -> Backend | None:

@@ -132,6 +132,14 @@ class Backend:
         it asks :meth:`first_out_of_range`."""
         return None
 
+    def plain_path(self, logits_type: type) -> Any:
+        """A fast path for calls with no options whose logits are of ``logits_type``: an
+        object with ``dense`` and ``sparse`` functions ``(labels, logits, axis, reduction)``
+        that return the loss where the arguments are plainly valid, else None (the general
+        path then checks, raises and computes as usual). None (the default): no fast path.
+        Asked once per type."""
+        return None
+
     def reduce(self, loss: Array, reduction: str) -> Array:
         """``"sum"`` or ``"mean"`` of all elements (``"none"`` never reaches here)."""
         return loss.sum() if reduction == "sum" else loss.mean()

@@ -30,6 +30,7 @@ from xent.backends import _torch_eager as eager
 from xent.backends import _torch_eager_options as eager_options
 from xent.backends import _torch_modes
 from xent.backends import _torch_ops as ops
+from xent.backends import _torch_small as small
 from xent.backends._base import Backend
 from xent.backends._torch_convert import from_numpy, to_numpy, torch_dtype
 from xent.backends._torch_options import TorchArrayOps
@@ -116,6 +117,9 @@ class TorchBackend(TorchArrayOps, Backend):
         if values.min() >= 0 and values.max() < num_classes:
             return None
         return int(values[(values < 0) | (values >= num_classes)][0])
+
+    def plain_path(self, logits_type: type) -> Any:
+        return small if logits_type in (torch.Tensor, torch.nn.Parameter) else None
 
     def few_labels(self, labels: torch.Tensor) -> list[int] | None:
         if labels.numel() > 64 or _transforms_active():

@@ -1,0 +1,83 @@
+"""Small plain calls in one step: the public functions' fast path for torch tensors.
+
+At 2x3 a loss costs torch one kernel (~2 us) and xent's general path about as much again in
+Python: the owner lookup, reading shapes and dtypes through the backend protocol, the
+checks of ``xent._validate``, the range check. A call with no options whose arguments are
+plainly valid (a few rows of float32/float64 logits on the CPU, classes on the last of two
+axes, ``[N]`` int64 labels in range or dense labels of the logits' shape and dtype, plain
+eager code) is the general path's own kernel call, so it is made here directly, after
+checks that only *accept*: anything else returns None, and the general path runs, checks
+and raises as usual (the same errors, the same messages).
+
+The kernels are those the general path calls for such input: sparse, ``F.cross_entropy``'s
+(``_torch._sparse``, reduced in the kernel as ``sparse_softmax_cross_entropy_reduced``);
+dense, ``F.cross_entropy(logits, probs)``, whose value is read back for NaN: a NaN (a zero
+label at a ``-inf`` logit, or a real NaN row) leaves the call to the general path, which
+gives the masked class its finite loss (``_torch_eager.dense_loss``). A dense ``"sum"`` or
+``"mean"`` is reduced in that kernel too (the general path sums the rows' losses after it:
+the same to an ulp, in another order).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.autograd.forward_ad as forward_ad
+from torch._C._functorch import is_legacy_batchedtensor as _legacy_batched
+
+from xent.backends._torch_eager import SMALL
+
+MAX_ROWS = 64  # sparse labels read on the host, as the general path's few_labels
+_TENSOR = torch.Tensor
+_INT64 = torch.int64
+_FULL = (torch.float32, torch.float64)
+_CODES = {"none": 0, "mean": 1, "weighted_mean": 1, "sum": 2}  # weighted_mean: no weights
+_cross_entropy: Any = torch._C._nn.cross_entropy_loss
+_transforms_active = torch._C._are_functorch_transforms_active
+_is_compiling = torch.compiler.is_compiling
+
+
+def sparse(labels: Any, logits: torch.Tensor, axis: object, reduction: object) -> Any:
+    """The sparse loss, or None where the general path must run. (Every check is one that
+    only accepts, ordered and spelled for the ~1 us it may cost in all: the logits' device
+    is the kernel's to match, and the rank of the logits is the length of their shape.)"""
+    if (type(labels) is not _TENSOR or labels.dtype is not _INT64
+            or logits.dtype not in _FULL or type(axis) is not int
+            or not (axis == -1 or axis == 1) or labels.ndim != 1  # axis not True, not 1.0
+            or not labels.is_cpu or _transforms_active() or _is_compiling()
+            or type(reduction) is not str):
+        return None
+    shape = logits.shape
+    code = _CODES.get(reduction)
+    if len(shape) != 2 or code is None or not (0 < shape[1] and shape[0] <= MAX_ROWS):
+        return None
+    values = labels.tolist()
+    if len(values) != shape[0]:
+        return None
+    classes = shape[1]
+    for value in values:
+        if not 0 <= value < classes:
+            return None
+    return _cross_entropy(logits, labels, None, code, -100, 0.0)
+
+
+def dense(labels: Any, logits: torch.Tensor, axis: object, reduction: object) -> Any:
+    """The dense loss, or None where the general path must run (also where it is NaN)."""
+    if (type(labels) is not _TENSOR or labels.dtype is not logits.dtype
+            or logits.dtype not in _FULL or logits.ndim != 2
+            or type(axis) is not int or not (axis == -1 or axis == 1)
+            or not (labels.is_cpu and logits.is_cpu) or _transforms_active()
+            or _is_compiling() or type(reduction) is not str
+            or forward_ad._current_level >= 0 or _legacy_batched(logits)
+            or _legacy_batched(labels)):
+        return None
+    shape = logits.shape
+    code = _CODES.get(reduction)
+    if code is None or labels.shape != shape or shape[1] == 0 or logits.numel() > SMALL:
+        return None
+    loss = _cross_entropy(logits, labels, None, code, -100, 0.0)
+    total = loss.tolist()
+    if code == 0:
+        total = sum(total)
+    return loss if total == total else None  # NaN: the general path's masked-class fix
