@@ -355,34 +355,15 @@ def sparse_softmax_cross_entropy_with_logits(
     plain = (weights is None and class_weights is None and where is None  # _plain, inline
              and ignore_index is None and (label_smoothing is _NO_SMOOTHING
                                            or _plain(None, None, label_smoothing, None, None)))
-    if (plain and backend is None and axis_name is None and type(logits) is _NDARRAY
-            and type(labels) is _NDARRAY):
-        be = _neutral_backend()  # the hot path: NumPy arrays, no options
-        if _NDARRAY in be.native_types:
-            shape = logits.shape
-            axis = _check_logits(shape, numpy_dtype_name(logits.dtype), axis)
-            if reduction != "none" and reduction not in _REDUCTIONS:
-                _validate.check_reduction(reduction)
-            _check_sparse_labels(labels.shape, numpy_dtype_name(labels.dtype), shape, axis)
-            num_classes = shape[axis]
-            if labels.ndim == 1 and labels.size <= 64:  # a few labels: checked right here
-                for bad in labels.tolist():
-                    if not 0 <= bad < num_classes:
-                        raise _validate.label_out_of_range(bad, num_classes)
-            else:
-                bad = be.first_out_of_range(labels, num_classes)
-                if bad is not None:
-                    raise _validate.label_out_of_range(bad, num_classes)
-            loss = be.sparse_softmax_cross_entropy_with_logits(labels, logits, axis)
-            if reduction == "none":
-                return loss
-            return be.reduce(loss, "mean" if reduction == "weighted_mean" else reduction)
-    if plain and backend is None and axis_name is None:
-        fast = _PLAIN_PATHS.get(type(logits), _UNKNOWN)  # the owner's, for plain calls
+    if plain and backend is None and axis_name is None:  # the hot paths: no options
+        fast = _PLAIN_PATHS.get(type(logits), _UNKNOWN)  # the owner's (framework tensors)
         if fast is _UNKNOWN:
             fast = _dispatch.plain_path(logits)
         if fast is not None and (loss := fast.sparse(labels, logits, axis, reduction)) is not None:
             return loss
+        if (type(logits) is _NDARRAY and type(labels) is _NDARRAY
+                and _NDARRAY in (be := _neutral_backend()).native_types):
+            return _sparse_numpy(be, labels, logits, axis, reduction)
     be, logits, neutral, shape, dtype, axis = _prepare(logits, labels, axis, backend,
                                                        axis_name)
     if reduction not in _REDUCTIONS:
@@ -408,6 +389,30 @@ def _plain(weights: Any, class_weights: Any, label_smoothing: Any, where: Any,
     return (weights is None and class_weights is None and where is None
             and ignore_index is None and (label_smoothing is _NO_SMOOTHING or (
                 label_smoothing == 0.0 and type(label_smoothing) is not bool)))
+
+
+def _sparse_numpy(be: Backend, labels: np.ndarray, logits: np.ndarray, axis: Any,
+                  reduction: Any) -> Array:
+    """The sparse loss of NumPy arrays with no options on the NumPy backend ``be`` (the hot
+    path: no owner to look up, the few labels of a small call range-checked right here)."""
+    shape = logits.shape
+    axis = _check_logits(shape, numpy_dtype_name(logits.dtype), axis)
+    if reduction != "none" and reduction not in _REDUCTIONS:
+        _validate.check_reduction(reduction)
+    _check_sparse_labels(labels.shape, numpy_dtype_name(labels.dtype), shape, axis)
+    num_classes = shape[axis]
+    if labels.ndim == 1 and labels.size <= 64:  # a few labels: checked right here
+        for bad in labels.tolist():
+            if not 0 <= bad < num_classes:
+                raise _validate.label_out_of_range(bad, num_classes)
+    else:
+        bad = be.first_out_of_range(labels, num_classes)
+        if bad is not None:
+            raise _validate.label_out_of_range(bad, num_classes)
+    loss = be.sparse_softmax_cross_entropy_with_logits(labels, logits, axis)
+    if reduction == "none":
+        return loss
+    return be.reduce(loss, "mean" if reduction == "weighted_mean" else reduction)
 
 
 def _sparse(be: Backend, labels: Array, logits: Array, shape: Shape, dtype: str, axis: int,
