@@ -50,7 +50,8 @@ def test_answers_as_the_general_path(dtype: torch.dtype, reduction: str, axis: i
 @pytest.mark.parametrize("case", [
     "int32 labels", "list labels", "float16", "axis True", "axis 0", "3-D", "65 rows",
     "label out of range", "label -100", "2-D labels", "bad reduction", "no classes",
-    "rows mismatch", "Parameter labels",
+    "rows mismatch", "Parameter labels", "float labels", "bool labels", "0-d labels",
+    "unhashable reduction", "one row, no classes",
 ])
 def test_leaves_anything_unusual_to_the_general_path(case: str) -> None:
     logits, _, index = _inputs(torch.float32)
@@ -81,6 +82,16 @@ def test_leaves_anything_unusual_to_the_general_path(case: str) -> None:
         logits, labels = torch.randn(0, 0), torch.zeros(0, dtype=torch.int64)
     elif case == "rows mismatch":
         labels = index[:4]
+    elif case == "float labels":
+        labels = index.float()
+    elif case == "bool labels":
+        labels = index > 2
+    elif case == "0-d labels":
+        logits, labels = logits[0], index[0]
+    elif case == "unhashable reduction":
+        reduction = ["none"]  # type: ignore[assignment]
+    elif case == "one row, no classes":
+        logits, labels = torch.randn(1, 0), index[:1]
     elif case == "Parameter labels":
         labels = torch.nn.Parameter(logits.softmax(1))
     fast = small.dense if case == "Parameter labels" else small.sparse

@@ -30,36 +30,36 @@ from xent.backends._torch_eager import SMALL
 
 MAX_ROWS = 64  # sparse labels read on the host, as the general path's few_labels
 _TENSOR = torch.Tensor
-_INT64 = torch.int64
 _FULL = (torch.float32, torch.float64)
-_CODES = {"none": 0, "mean": 1, "weighted_mean": 1, "sum": 2}  # weighted_mean: no weights
+#: the kernel's reduction codes (``weighted_mean`` without weights is the mean)
+_CODES: dict[Any, int] = {"none": 0, "mean": 1, "weighted_mean": 1, "sum": 2}
 _cross_entropy: Any = torch._C._nn.cross_entropy_loss
 _transforms_active = torch._C._are_functorch_transforms_active
 _is_compiling = torch.compiler.is_compiling
 
 
 def sparse(labels: Any, logits: torch.Tensor, axis: object, reduction: object) -> Any:
-    """The sparse loss, or None where the general path must run. (Every check is one that
-    only accepts, ordered and spelled for the ~1 us it may cost in all: the logits' device
-    is the kernel's to match, and the rank of the logits is the length of their shape.)"""
-    if (type(labels) is not _TENSOR or labels.dtype is not _INT64
-            or logits.dtype not in _FULL or type(axis) is not int
-            or not (axis == -1 or axis == 1) or labels.ndim != 1  # axis not True, not 1.0
-            or not labels.is_cpu or _transforms_active() or _is_compiling()
-            or type(reduction) is not str):
-        return None
-    shape = logits.shape
-    code = _CODES.get(reduction)
-    if len(shape) != 2 or code is None or not (0 < shape[1] and shape[0] <= MAX_ROWS):
+    """The sparse loss, or None where the general path must run.
+
+    Every check is one that only accepts, spelled for the ~1 us they may cost in all. The
+    labels' lower bound is checked here (so no label is the kernel's ``ignore_index``,
+    -100); the kernel checks the rest and raises, which sends the call to the general path
+    to raise its own error: ``IndexError`` for a label >= C (also where C is 0),
+    ``ValueError`` for a batch mismatch, ``RuntimeError`` for labels not int64. Labels of
+    another rank do not read as a flat list of numbers; an unhashable reduction is no key."""
+    if (type(labels) is not _TENSOR or logits.dtype not in _FULL or type(axis) is not int
+            or not (axis == -1 or axis == 1) or logits.ndim != 2  # axis not True, not 1.0
+            or not labels.is_cpu or labels.numel() > MAX_ROWS or _transforms_active()
+            or _is_compiling()):
         return None
     values = labels.tolist()
-    if len(values) != shape[0]:
-        return None
-    classes = shape[1]
-    for value in values:
-        if not 0 <= value < classes:
+    try:
+        code = _CODES.get(reduction)
+        if code is None or not values or min(values) < 0:
             return None
-    return _cross_entropy(logits, labels, None, code, -100, 0.0)
+        return _cross_entropy(logits, labels, None, code, -100, 0.0)
+    except (TypeError, IndexError, ValueError, RuntimeError):  # what the API rejects
+        return None
 
 
 def dense(labels: Any, logits: torch.Tensor, axis: object, reduction: object) -> Any:
