@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import warnings
+from functools import partial
 
 import numpy as np
 import pytest
@@ -592,3 +593,48 @@ def test_dense_options_in_the_kernel_equal_the_composition(
     if masked:  # an excluded class's logit is never read: its gradient is 0
         assert grads[1][2, 1, 2] == 0 and not np.asarray(grads[1])[~np.asarray(
             jnp.broadcast_to(where, x.shape))].any()
+
+
+def _exact_where_loss(labels, logits, where):
+    """The sparse kernel on the masked logits (what ``_kept_loss`` falls back to)."""
+    return JAX.sparse_softmax_cross_entropy_with_logits(
+        labels, jnp.where(where, logits, -jnp.inf), 1)
+
+
+def test_sparse_where_one_pass_equals_the_kernel_on_masked_logits():
+    """A sparse ``where`` runs in one pass from the maximum over every class
+    (``_jax_options._kept_loss``); a batch with a row that pass cannot take (NaN or +inf at
+    an excluded class, no class left, an excluded maximum far above a confident row) runs
+    the kernel on the masked logits. Values, gradients and per-example gradients agree with
+    that kernel, and an excluded class's gradient is 0."""
+    from xent.backends._jax_options import _kept_loss
+
+    rng = np.random.default_rng(3)
+    loss = jax.jit(_kept_loss(1, JAX))
+    clean_x = (rng.standard_normal((256, 100)) * 3).astype(np.float32)
+    clean_w = rng.random((256, 100)) > 0.2
+    clean_w[np.arange(256), clean_x.argmax(1)] = True  # every maximum kept: the one pass
+    labels = rng.integers(0, 100, 256)
+    odd_x, odd_w = clean_x[:8].copy(), clean_w[:8].copy()
+    odd_x[0, 2], odd_w[0, 2] = np.nan, False
+    odd_w[1] = False
+    odd_x[2, 4], odd_w[2, 4] = np.inf, False
+    odd_x[3, 0], odd_w[3, 0], odd_w[3, labels[3]] = 80.0, False, True
+    odd_x[3, labels[3]] = 10.0
+    for x, w, t in ((clean_x, clean_w, labels), (odd_x, odd_w, labels[:8])):
+        x, w, t = jnp.asarray(x), jnp.asarray(w), jnp.asarray(t)
+        got, want = loss(t, x, w), _exact_where_loss(t, x, w)
+        np.testing.assert_allclose(got, want, rtol=4e-7, atol=0, equal_nan=True)
+
+        def total(x, fn=loss, t=t, w=w):
+            value = fn(t, x, w)
+            return jnp.where(jnp.isfinite(value), value, 0).sum()
+
+        got_g = jax.grad(total)(x)
+        want_g = jax.grad(partial(total, fn=jax.jit(_exact_where_loss)))(x)
+        np.testing.assert_allclose(got_g, want_g, rtol=0, atol=0)
+        assert not np.any(np.asarray(got_g)[~np.asarray(w)])  # excluded: exactly 0
+        per_example = jax.vmap(jax.grad(lambda x, t, w: loss(t[None], x[None], w[None])[0]))(
+            x, t, w)
+        np.testing.assert_array_equal(np.asarray(per_example)[~np.asarray(w)], 0)
+    assert np.isnan(loss(jnp.asarray(labels[:8]), jnp.asarray(odd_x), jnp.asarray(odd_w))[1])
