@@ -154,3 +154,60 @@ def test_plain_eager_code_does_not_compose(monkeypatch: pytest.MonkeyPatch) -> N
     for option in OPTIONS:
         dense(labels=a["y"], logits=a["x"].requires_grad_(True), **OPTIONS[option](a))
     sparse(labels=a["t"], logits=a["x"], ignore_index=-100, where=a["m"])
+
+
+def _kept(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Spy on the one-pass sparse ``where`` (no gradient asked): what each call returned."""
+    from xent.backends import _torch_eager
+
+    seen: list = []
+    real = _torch_eager._kept_loss
+
+    def spy(*args: object) -> object:
+        seen.append(real(*args))  # type: ignore[arg-type]
+        return seen[-1]
+
+    monkeypatch.setattr(_torch_eager, "_kept_loss", spy)
+    return seen
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("option", ["where", "where_row", "class_weights"])
+@pytest.mark.parametrize("shape", [(64, 50), (700, 1000)])
+def test_sparse_where_without_gradient_in_one_pass(dtype: torch.dtype, option: str,
+                                                   shape: tuple,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """No gradient asked: the loss from the maximum over every class, in one pass, equals the
+    exact loss on the masked logits (to the dtype's tolerance) on a clean batch, ignored rows
+    (with their non-finite logits) and excluded labels included; a batch with a row that pass
+    cannot take (a NaN or infinity at an excluded class, no class left, an excluded maximum
+    far above a confident row) is computed exactly, bit for bit."""
+    a = _inputs(*shape, dtype)
+    options = dict(where=a["m"][:1] if option == "where_row" else a["m"])
+    if option == "class_weights":
+        options.update(class_weights=a["cw"], weights=a["w"])
+    clean = a["x"].clone()
+    clean[1, 5], clean[4, 1] = 0.0, 0.0  # row 3 keeps no class: only with the full mask
+    t = a["t"]
+    suspect = clean.clone()
+    suspect[7] = -40.0
+    suspect[7, t[7]], suspect[7, (t[7] + 1) % shape[1]] = 0.0, 60.0
+    options["where"] = options["where"].clone().expand_as(clean).clone()
+    options["where"][3] = True
+    options["where"][5, t[5]] = False  # the label's class excluded (also under where_row)
+    options["where"][7, (t[7] + 1) % shape[1]] = False
+    options["where"][7, t[7]] = True
+
+    for x, one_pass in [(clean, True), (suspect, False), (a["x"], False)]:
+        seen = _kept(monkeypatch)
+        with torch.no_grad():
+            ours = sparse(labels=t, logits=x, ignore_index=-100, **options)
+        assert (seen[-1] is not None) == one_pass
+        monkeypatch.undo()
+        _composed(monkeypatch)
+        theirs = sparse(labels=t, logits=x, ignore_index=-100, **options)
+        monkeypatch.undo()
+        assert not x.requires_grad and ours.dtype == x.dtype
+        _same([ours], [theirs], exact=not one_pass)
+        if one_pass:
+            assert ours[6] == 0 and ours[5] == 0  # padding (with its infinity); label excluded

@@ -32,19 +32,20 @@ from xent.backends._torch_eager_options import Buffers, Dressing
 
 CHUNK = 1 << 18  # elements per chunk (1 MiB of float32): its log_p and products stay cached
 SMALL = 1 << 12  # up to this many elements, torch's own kernel and a look at its values
+ONE_PASS_CHUNK = 1 << 16  # elements per chunk of _kept_loss (measured best: 2**15-2**17)
 _NAN = float("nan")
 # F.cross_entropy without its Python (its stub types `reduction` as str: it takes an int)
 _cross_entropy: Any = torch._C._nn.cross_entropy_loss
 
 
-def _chunks(dim: int, like: torch.Tensor, *tensors: Any) -> Any:
-    """``tensors`` (of ``like``'s rows; None stays None) a chunk of about ``CHUNK`` elements
+def _chunks(dim: int, like: torch.Tensor, *tensors: Any, size: int = CHUNK) -> Any:
+    """``tensors`` (of ``like``'s rows; None stays None) a chunk of about ``size`` elements
     at a time, along dim 0; the whole of them where the class axis ``dim`` is 0."""
     rows = like.shape[0] if like.ndim > 0 else 0
     if dim == 0 or rows == 0:
         yield tensors
         return
-    step = max(1, CHUNK * rows // like.numel())
+    step = max(1, size * rows // like.numel())
     for i in range(0, rows, step):
         yield tuple(None if t is None else t[i:i + step] for t in tensors)
 
@@ -83,6 +84,45 @@ def forward(labels: torch.Tensor, logits: torch.Tensor, dim: int,
     # nansum dropped every 0 * -inf (a masked class) but also real NaNs: a NaN, +inf or
     # all -inf logit row has a NaN log_p row, NaN labels a NaN sum; those rows are NaN
     return loss.neg_().masked_fill_(first.isnan() | total.isnan(), _NAN)
+
+
+def _kept_loss(logits: torch.Tensor, dim: int, dressing: Dressing) -> torch.Tensor | None:
+    """The sparse loss with a ``where`` mask (and class weights, ``ignore_index``; no
+    smoothing: :attr:`Dressing.gathers`) where no gradient is asked, without the masked
+    logits: from the maximum ``m`` over *all* classes, ``lse(x~) = m + r``, ``r = log(s)``,
+    ``s = sum_c k_c exp(x_c - m)``, and ``loss = w_t (r - (x_t - m))`` where the label's
+    class is kept, else 0. Per chunk of ``ONE_PASS_CHUNK`` elements (small enough that its
+    passes stay in L2): the row maximum, ``x - m``, ``exp``, the mask's bytes as 1.0 / 0.0
+    and a dot, four passes and a dot where :meth:`Dressing.chunk` and ``log_softmax`` make
+    seven; the rows' arithmetic once, for the whole input. None where a row not ignored is
+    not that formula (a NaN or infinite logit, kept or not; no class left; an excluded
+    maximum whose kept terms cancel, ``loss < -r``, or underflow: ``_numpy_fused``'s
+    suspect rows): the caller computes the input chunk by chunk, with the masked logits."""
+    index, mask, ignored = dressing.index, dressing.mask, dressing.ignored
+    assert index is not None and mask is not None
+    rows = logits.shape[:dim] + (1,) + logits.shape[dim + 1:]
+    m, s = logits.new_empty(rows), logits.new_empty(rows)
+    scratch = kept = None
+    for x, k, m_c, s_c in _chunks(dim, logits, logits, mask, m, s, size=ONE_PASS_CHUNK):
+        if scratch is None:
+            scratch, kept = torch.empty_like(x), torch.empty_like(x)
+        assert kept is not None
+        torch.amax(x, dim, keepdim=True, out=m_c)
+        d = torch.sub(x, m_c, out=_head(scratch, x)).exp_()
+        s_c.copy_(torch.linalg.vecdot(d, _head(kept, x).copy_(k.view(torch.uint8)), dim=dim)
+                  .unsqueeze(dim))
+    r = s.log()
+    loss = r - (logits.gather(dim, index) - m)
+    if dressing.class_weights is not None:
+        loss.mul_(dressing.class_weights.flatten()[index])
+    info = torch.finfo(logits.dtype)
+    suspect = (~torch.isfinite(m) | ~torch.isfinite(loss)
+               | ((r < 0) & ((loss < -r) | (s < logits.shape[dim] * info.tiny / info.eps))))
+    loss.masked_fill_(~mask.gather(dim, index), 0.0)  # the label's class is excluded
+    if ignored is not None:
+        suspect &= ~ignored.unsqueeze(dim)
+        loss.masked_fill_(ignored.unsqueeze(dim), 0.0)
+    return None if bool(suspect.any()) else loss.squeeze(dim)
 
 
 def _loss_rows(y: torch.Tensor, x: torch.Tensor, dim: int, buf: torch.Tensor,
@@ -188,6 +228,10 @@ def dense_loss(labels: torch.Tensor, logits: torch.Tensor, dim: int,
     if dressing is not None:
         if torch.is_grad_enabled() and (labels.requires_grad or logits.requires_grad):
             return _Dense.apply(labels, logits, dim, dressing)[0]
+        if dressing.gathers and dressing.mask is not None:
+            loss = _kept_loss(logits, dim, dressing)
+            if loss is not None:
+                return loss
         return forward(labels, logits, dim, dressing=dressing)
     if logits.numel() <= SMALL and (dim == 1 or logits.ndim == 1):  # classes where F wants
         loss = _cross_entropy(logits, labels, None, 0, -100, 0.0)
