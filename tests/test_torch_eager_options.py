@@ -172,7 +172,7 @@ def _kept(monkeypatch: pytest.MonkeyPatch) -> list:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("option", ["where", "where_row", "class_weights"])
+@pytest.mark.parametrize("option", ["where", "where_row", "class_weights", "smoothing", "all"])
 @pytest.mark.parametrize("shape", [(64, 50), (700, 1000)])
 def test_sparse_where_without_gradient_in_one_pass(dtype: torch.dtype, option: str,
                                                    shape: tuple,
@@ -181,11 +181,13 @@ def test_sparse_where_without_gradient_in_one_pass(dtype: torch.dtype, option: s
     exact loss on the masked logits (to the dtype's tolerance) on a clean batch, ignored rows
     (with their non-finite logits) and excluded labels included; a batch with a row that pass
     cannot take (a NaN or infinity at an excluded class, no class left, an excluded maximum
-    far above a confident row) is computed exactly, bit for bit."""
+    far above a confident row) takes the chunked exact path, bit for bit."""
     a = _inputs(*shape, dtype)
     options = dict(where=a["m"][:1] if option == "where_row" else a["m"])
-    if option == "class_weights":
+    if option in ("class_weights", "all"):
         options.update(class_weights=a["cw"], weights=a["w"])
+    if option in ("smoothing", "all"):
+        options.update(label_smoothing=0.1 if option == "smoothing" else 0.2)
     clean = a["x"].clone()
     clean[1, 5], clean[4, 1] = 0.0, 0.0  # row 3 keeps no class: only with the full mask
     t = a["t"]
@@ -208,6 +210,10 @@ def test_sparse_where_without_gradient_in_one_pass(dtype: torch.dtype, option: s
         theirs = sparse(labels=t, logits=x, ignore_index=-100, **options)
         monkeypatch.undo()
         assert not x.requires_grad and ours.dtype == x.dtype
-        _same([ours], [theirs], exact=not one_pass)
-        if one_pass:
-            assert ours[6] == 0 and ours[5] == 0  # padding (with its infinity); label excluded
+        _same([ours], [theirs], exact=False)
+        if not one_pass:  # the chunked exact path: the one a gradient takes, bit for bit
+            chunked = sparse(labels=t, logits=x.clone().requires_grad_(True),
+                             ignore_index=-100, **options)
+            _same([ours], [chunked.detach()])
+        if one_pass:  # padding (with its infinity); the label excluded: the smoothing's share
+            assert ours[6] == 0 and (ours[5] == 0) == ("label_smoothing" not in options)

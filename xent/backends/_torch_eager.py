@@ -87,38 +87,55 @@ def forward(labels: torch.Tensor, logits: torch.Tensor, dim: int,
 
 
 def _kept_loss(logits: torch.Tensor, dim: int, dressing: Dressing) -> torch.Tensor | None:
-    """The sparse loss with a ``where`` mask (and class weights, ``ignore_index``; no
-    smoothing: :attr:`Dressing.gathers`) where no gradient is asked, without the masked
-    logits: from the maximum ``m`` over *all* classes, ``lse(x~) = m + r``, ``r = log(s)``,
-    ``s = sum_c k_c exp(x_c - m)``, and ``loss = w_t (r - (x_t - m))`` where the label's
-    class is kept, else 0. Per chunk of ``ONE_PASS_CHUNK`` elements (small enough that its
-    passes stay in L2): the row maximum, ``x - m``, ``exp``, the mask's bytes as 1.0 / 0.0
-    and a dot, four passes and a dot where :meth:`Dressing.chunk` and ``log_softmax`` make
-    seven; the rows' arithmetic once, for the whole input. None where a row not ignored is
-    not that formula (a NaN or infinite logit, kept or not; no class left; an excluded
-    maximum whose kept terms cancel, ``loss < -r``, or underflow: ``_numpy_fused``'s
-    suspect rows): the caller computes the input chunk by chunk, with the masked logits."""
-    index, mask, ignored = dressing.index, dressing.mask, dressing.ignored
+    """The sparse loss with a ``where`` mask (and label smoothing, class weights,
+    ``ignore_index``) where no gradient is asked, without the masked logits: from the
+    maximum ``m`` over *all* classes, ``d = x - m``, ``lse(x~) = m + r``, ``r = log(s)``,
+    ``s = sum_c k_c exp(d_c)``, the loss ``(1 - e) w_t (r - d_t) + e / C (A r - B)`` with
+    ``A = sum_c k_c w_c`` and ``B = sum_c k_c w_c d_c`` (the smoothed one-hot labels'
+    formula: :class:`Dressing`), where the label's class is kept, else its second term
+    only. Per chunk of ``ONE_PASS_CHUNK`` elements (small enough that its passes stay in
+    L2): the row maximum, ``d``, the mask's bytes as 1.0 / 0.0, ``exp`` and dots (``B``'s
+    a ``nansum``: ``0 * -inf`` is 0, the share of a class excluded or weighted 0; any other
+    NaN makes the row's maximum NaN); the rows' arithmetic once, for the whole input.
+    None where a row not ignored is not that formula (a NaN or infinite logit, kept or not;
+    no class left; an excluded maximum far above the kept logits, ``r < 0``, where a term
+    cancels: ``r - d_t < -r`` or ``A r - B < -A r``; underflow: ``_numpy_fused``'s suspect
+    rows): the caller then computes the input chunk by chunk, with the masked logits."""
+    index, mask, ignored, cw = dressing.index, dressing.mask, dressing.ignored, \
+        dressing.class_weights
     assert index is not None and mask is not None
     rows = logits.shape[:dim] + (1,) + logits.shape[dim + 1:]
     m, s = logits.new_empty(rows), logits.new_empty(rows)
-    scratch = kept = None
-    for x, k, m_c, s_c in _chunks(dim, logits, logits, mask, m, s, size=ONE_PASS_CHUNK):
-        if scratch is None:
-            scratch, kept = torch.empty_like(x), torch.empty_like(x)
-        assert kept is not None
+    a = b = None
+    if dressing.smooths:
+        a, b = logits.new_empty(rows), logits.new_empty(rows)
+    scratch: list[torch.Tensor] = []
+    for x, k, m_c, s_c, a_c, b_c in _chunks(dim, logits, logits, mask, m, s, a, b,
+                                            size=ONE_PASS_CHUNK):
+        if not scratch:
+            scratch = [torch.empty_like(x) for _ in range(2 if a is None else 3)]
+        d, kept, *spare = (_head(t, x) for t in scratch)
         torch.amax(x, dim, keepdim=True, out=m_c)
-        d = torch.sub(x, m_c, out=_head(scratch, x)).exp_()
-        s_c.copy_(torch.linalg.vecdot(d, _head(kept, x).copy_(k.view(torch.uint8)), dim=dim)
-                  .unsqueeze(dim))
+        torch.sub(x, m_c, out=d)
+        kept.copy_(k.view(torch.uint8))
+        if a_c is not None:
+            kw = kept if cw is None else torch.mul(kept, cw, out=spare[0])
+            torch.sum(kw, dim, keepdim=True, out=a_c)  # (0 * -inf at an excluded class: 0)
+            torch.nansum(torch.mul(d, kw, out=spare[0]), dim, keepdim=True, out=b_c)
+        s_c.copy_(torch.linalg.vecdot(d.exp_(), kept, dim=dim).unsqueeze(dim))
     r = s.log()
-    loss = r - (logits.gather(dim, index) - m)
-    if dressing.class_weights is not None:
-        loss.mul_(dressing.class_weights.flatten()[index])
     info = torch.finfo(logits.dtype)
+    loss = r - (logits.gather(dim, index) - m)
     suspect = (~torch.isfinite(m) | ~torch.isfinite(loss)
                | ((r < 0) & ((loss < -r) | (s < logits.shape[dim] * info.tiny / info.eps))))
+    if cw is not None:
+        loss.mul_(cw.flatten()[index])
     loss.masked_fill_(~mask.gather(dim, index), 0.0)  # the label's class is excluded
+    if a is not None and b is not None:
+        ar = a.mul_(r)
+        spread = ar - b  # A r - B: the smoothed labels' share (+-inf at a kept -inf logit)
+        suspect |= spread.isnan() | ((r < 0) & (spread < -ar))
+        loss.mul_(dressing.keep).add_(spread, alpha=dressing.spread)
     if ignored is not None:
         suspect &= ~ignored.unsqueeze(dim)
         loss.masked_fill_(ignored.unsqueeze(dim), 0.0)
@@ -228,7 +245,7 @@ def dense_loss(labels: torch.Tensor, logits: torch.Tensor, dim: int,
     if dressing is not None:
         if torch.is_grad_enabled() and (labels.requires_grad or logits.requires_grad):
             return _Dense.apply(labels, logits, dim, dressing)[0]
-        if dressing.gathers and dressing.mask is not None:
+        if dressing.index is not None and dressing.mask is not None:
             loss = _kept_loss(logits, dim, dressing)
             if loss is not None:
                 return loss
