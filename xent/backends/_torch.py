@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from xent.backends import _torch_context as context
 from xent.backends import _torch_eager as eager
+from xent.backends import _torch_eager_kept as eager_kept
 from xent.backends import _torch_eager_options as eager_options
 from xent.backends import _torch_modes
 from xent.backends import _torch_ops as ops
@@ -201,8 +202,8 @@ class TorchBackend(TorchArrayOps, Backend):
         """Class weights, ``ignore_index`` and label smoothing in torch's own fused kernel
         (``F.cross_entropy``: ``(1 - e) w_t (lse - x_t) + e / C sum_c w_c (lse - x_c)``,
         0 in an ignored row: ``xent._options``' formula with one-hot labels); with
-        ``where``, the chunked eager kernel (plain eager code on the CPU) or the
-        composition."""
+        ``where``, one pass from the maximum over every class (``_torch_eager_kept``) or the
+        chunked eager kernel (plain eager code on the CPU), else the composition."""
         smoothing = options.label_smoothing if options.smooths else 0.0
         if options.where is not None or type(smoothing) is not float:
             x, dressing = _compute(logits), None
@@ -211,7 +212,9 @@ class TorchBackend(TorchArrayOps, Backend):
             if dressing is None:
                 return super().sparse_softmax_cross_entropy_with_options(labels, logits,
                                                                          axis, options)
-            loss = eager.dense_loss(labels, x, axis, dressing)
+            loss = eager_kept.kept_loss(x, axis, dressing)
+            if loss is None:
+                loss = eager.dense_loss(labels, x, axis, dressing)
             return _weighted(loss.to(logits.dtype) if logits.dtype in _HALF else loss,
                              options)
         loss = _sparse(labels, logits, axis, options.class_weights, smoothing,

@@ -32,7 +32,6 @@ from xent.backends._torch_eager_options import Buffers, Dressing
 
 CHUNK = 1 << 18  # elements per chunk (1 MiB of float32): its log_p and products stay cached
 SMALL = 1 << 12  # up to this many elements, torch's own kernel and a look at its values
-ONE_PASS_CHUNK = 1 << 16  # elements per chunk of _kept_loss (measured best: 2**15-2**17)
 _NAN = float("nan")
 # F.cross_entropy without its Python (its stub types `reduction` as str: it takes an int)
 _cross_entropy: Any = torch._C._nn.cross_entropy_loss
@@ -84,62 +83,6 @@ def forward(labels: torch.Tensor, logits: torch.Tensor, dim: int,
     # nansum dropped every 0 * -inf (a masked class) but also real NaNs: a NaN, +inf or
     # all -inf logit row has a NaN log_p row, NaN labels a NaN sum; those rows are NaN
     return loss.neg_().masked_fill_(first.isnan() | total.isnan(), _NAN)
-
-
-def _kept_loss(logits: torch.Tensor, dim: int, dressing: Dressing) -> torch.Tensor | None:
-    """The sparse loss with a ``where`` mask (and label smoothing, class weights,
-    ``ignore_index``) where no gradient is asked, without the masked logits: from the
-    maximum ``m`` over *all* classes, ``d = x - m``, ``lse(x~) = m + r``, ``r = log(s)``,
-    ``s = sum_c k_c exp(d_c)``, the loss ``(1 - e) w_t (r - d_t) + e / C (A r - B)`` with
-    ``A = sum_c k_c w_c`` and ``B = sum_c k_c w_c d_c`` (the smoothed one-hot labels'
-    formula: :class:`Dressing`), where the label's class is kept, else its second term
-    only. Per chunk of ``ONE_PASS_CHUNK`` elements (small enough that its passes stay in
-    L2): the row maximum, ``d``, the mask's bytes as 1.0 / 0.0, ``exp`` and dots (``B``'s
-    a ``nansum``: ``0 * -inf`` is 0, the share of a class excluded or weighted 0; any other
-    NaN makes the row's maximum NaN); the rows' arithmetic once, for the whole input.
-    None where a row not ignored is not that formula (a NaN or infinite logit, kept or not;
-    no class left; an excluded maximum far above the kept logits, ``r < 0``, where a term
-    cancels: ``r - d_t < -r`` or ``A r - B < -A r``; underflow: ``_numpy_fused``'s suspect
-    rows): the caller then computes the input chunk by chunk, with the masked logits."""
-    index, mask, ignored, cw = dressing.index, dressing.mask, dressing.ignored, \
-        dressing.class_weights
-    assert index is not None and mask is not None
-    rows = logits.shape[:dim] + (1,) + logits.shape[dim + 1:]
-    m, s = logits.new_empty(rows), logits.new_empty(rows)
-    a = b = None
-    if dressing.smooths:
-        a, b = logits.new_empty(rows), logits.new_empty(rows)
-    scratch: list[torch.Tensor] = []
-    for x, k, m_c, s_c, a_c, b_c in _chunks(dim, logits, logits, mask, m, s, a, b,
-                                            size=ONE_PASS_CHUNK):
-        if not scratch:
-            scratch = [torch.empty_like(x) for _ in range(2 if a is None else 3)]
-        d, kept, *spare = (_head(t, x) for t in scratch)
-        torch.amax(x, dim, keepdim=True, out=m_c)
-        torch.sub(x, m_c, out=d)
-        kept.copy_(k.view(torch.uint8))
-        if a_c is not None:
-            kw = kept if cw is None else torch.mul(kept, cw, out=spare[0])
-            torch.sum(kw, dim, keepdim=True, out=a_c)  # (0 * -inf at an excluded class: 0)
-            torch.nansum(torch.mul(d, kw, out=spare[0]), dim, keepdim=True, out=b_c)
-        s_c.copy_(torch.linalg.vecdot(d.exp_(), kept, dim=dim).unsqueeze(dim))
-    r = s.log()
-    info = torch.finfo(logits.dtype)
-    loss = r - (logits.gather(dim, index) - m)
-    suspect = (~torch.isfinite(m) | ~torch.isfinite(loss)
-               | ((r < 0) & ((loss < -r) | (s < logits.shape[dim] * info.tiny / info.eps))))
-    if cw is not None:
-        loss.mul_(cw.flatten()[index])
-    loss.masked_fill_(~mask.gather(dim, index), 0.0)  # the label's class is excluded
-    if a is not None and b is not None:
-        ar = a.mul_(r)
-        spread = ar - b  # A r - B: the smoothed labels' share (+-inf at a kept -inf logit)
-        suspect |= spread.isnan() | ((r < 0) & (spread < -ar))
-        loss.mul_(dressing.keep).add_(spread, alpha=dressing.spread)
-    if ignored is not None:
-        suspect &= ~ignored.unsqueeze(dim)
-        loss.masked_fill_(ignored.unsqueeze(dim), 0.0)
-    return None if bool(suspect.any()) else loss.squeeze(dim)
 
 
 def _loss_rows(y: torch.Tensor, x: torch.Tensor, dim: int, buf: torch.Tensor,
@@ -245,10 +188,6 @@ def dense_loss(labels: torch.Tensor, logits: torch.Tensor, dim: int,
     if dressing is not None:
         if torch.is_grad_enabled() and (labels.requires_grad or logits.requires_grad):
             return _Dense.apply(labels, logits, dim, dressing)[0]
-        if dressing.index is not None and dressing.mask is not None:
-            loss = _kept_loss(logits, dim, dressing)
-            if loss is not None:
-                return loss
         return forward(labels, logits, dim, dressing=dressing)
     if logits.numel() <= SMALL and (dim == 1 or logits.ndim == 1):  # classes where F wants
         loss = _cross_entropy(logits, labels, None, 0, -100, 0.0)
