@@ -1,6 +1,7 @@
 """What the loss options cost on each backend, as ratios of one run.
 
     python benchmarks/options.py [--quick] [--cpu] [--only numpy,torch,tensorflow,jax]
+        [--tables defaults,options,torch,grad]
 
 Per backend, float32, at 4096x1000, 256x32000, 64x128256 (and 2x3 for the defaults):
 
@@ -11,6 +12,8 @@ Per backend, float32, at 4096x1000, 256x32000, 64x128256 (and 2x3 for the defaul
    backend's call without options. Target <= 1.3x (``ignore_index`` alone <= 1.1x).
 3. torch: xent with ``class_weights`` / ``ignore_index`` / ``label_smoothing`` against
    ``F.cross_entropy`` with the same options, forward and forward+backward. Target <= 1.1x.
+4. torch, forward+backward (training): each option of table 2 (and all together) against
+   the same call without options, both with a gradient w.r.t. the logits. Target <= 1.3x.
 
 JAX calls are jitted (the options as arguments); TF runs eagerly. Timing: the minimum over
 interleaved repeats (``timing.py``); ``--cpu`` times tables 1 and 2 in process CPU time, which
@@ -219,10 +222,31 @@ def torch_native(budget: float) -> None:
             _row(f"{n}x{c}", f"{name} fwd+bwd", t_n, t_o, 1.1)
 
 
+def torch_gradients(budget: float) -> None:
+    import torch
+
+    print("  torch: forward+backward, vs the same call without options (<= 1.3x)")
+    plain = {"sparse": lambda x, index, **_: sparse(labels=index, logits=x),
+             "dense": lambda x, probs, **_: dense(labels=probs, logits=x)}
+    for n, c in LARGE:
+        t = Torch().tensors(_inputs(n, c))
+        xg = t["x"].clone().requires_grad_(True)
+
+        def step(f: Callable[..., Any]) -> Callable[[], object]:
+            return lambda: torch.autograd.grad(f(**{**t, "x": xg}).sum(), xg)
+
+        for kind, table in (("sparse", SPARSE), ("dense", DENSE)):
+            for name, fn in table.items():
+                t_base, t_opt = interleaved_min([step(plain[kind]), step(fn)], budget,
+                                                clock=CLOCK[0])
+                _row(f"{n}x{c}", f"{kind} {name} fwd+bwd", t_base, t_opt,
+                     1.1 if name == "ignore_index" else 1.3)
+
+
 def _row(shape: str, case: str, t_base: float, t_ours: float, target: float) -> None:
     ratio = t_ours / t_base
     verdict = "ok" if ratio <= target else "SLOW"
-    print(f"  {shape:>10}  {case:<26} {fmt_time(t_base)} {fmt_time(t_ours)} {ratio:7.2f}x"
+    print(f"  {shape:>10}  {case:<30} {fmt_time(t_base)} {fmt_time(t_ours)} {ratio:7.2f}x"
           f"  <= {target}x {verdict}")
 
 
@@ -233,8 +257,9 @@ def main() -> None:
                         help="time the defaults and options tables in process CPU time")
     parser.add_argument("--only", default=",".join(FRAMEWORKS),
                         help="comma-separated backends (default: all)")
-    parser.add_argument("--tables", default="defaults,options,torch",
-                        help="comma-separated tables to print (default: all three)")
+    parser.add_argument("--tables", default="defaults,options,torch,grad",
+                        help="comma-separated tables to print (default: all four; torch "
+                        "and grad are torch's)")
     args = parser.parse_args()
     budget = 0.3 if args.quick else 1.0
     if args.cpu:
@@ -246,13 +271,15 @@ def main() -> None:
             print(f"{name} is not installed: skipped")
             continue
         fw = FRAMEWORKS[name]
-        print(f"  {'shape':>10}  {'case':<26} {'baseline':>12} {'xent':>12} {'ratio':>8}")
+        print(f"  {'shape':>10}  {'case':<30} {'baseline':>12} {'xent':>12} {'ratio':>8}")
         if "defaults" in tables:
             defaults(fw, budget)
         if "options" in tables:
             options(fw, budget)
         if name == "torch" and "torch" in tables:
             torch_native(budget)
+        if name == "torch" and "grad" in tables:
+            torch_gradients(budget)
 
 
 if __name__ == "__main__":
