@@ -193,7 +193,11 @@ class TorchBackend(TorchArrayOps, Backend):
         dressing = eager_options.dressing(labels, x, axis, options, sparse=False)
         if dressing is None:
             return super().softmax_cross_entropy_with_options(labels, logits, axis, options)
-        loss = eager.dense_loss(_compute(labels), x, axis, dressing)
+        y, loss = _compute(labels), None
+        if dressing.mask is not None:
+            loss = eager_kept.kept_loss(y, x, axis, dressing)
+        if loss is None:
+            loss = eager.dense_loss(y, x, axis, dressing)
         return _weighted(loss.to(logits.dtype) if logits.dtype in _HALF else loss, options)
 
     def sparse_softmax_cross_entropy_with_options(
@@ -212,7 +216,7 @@ class TorchBackend(TorchArrayOps, Backend):
             if dressing is None:
                 return super().sparse_softmax_cross_entropy_with_options(labels, logits,
                                                                          axis, options)
-            loss = eager_kept.kept_loss(x, axis, dressing)
+            loss = eager_kept.kept_loss(labels, x, axis, dressing)
             if loss is None:
                 loss = eager.dense_loss(labels, x, axis, dressing)
             return _weighted(loss.to(logits.dtype) if logits.dtype in _HALF else loss,

@@ -1,31 +1,33 @@
-"""The sparse loss with a ``where`` mask in one pass, forward and backward, in plain eager
-code on the CPU (``_torch_eager_options.dressing`` says when).
+"""The loss with a ``where`` mask in one pass, forward and backward, in plain eager code
+on the CPU (``_torch_eager_options.dressing`` says when).
 
 The chunked kernel (``_torch_eager``) writes each chunk's masked logits ``x~`` before its
-``log_softmax``; here nothing of the input's size is written but the gradient. From the
+``log_softmax``; here nothing of the input's size is written but the gradients. From the
 maximum ``m`` over *all* classes (kept or not), ``d = x - m``, the kept sum
 ``s = sum_c k_c exp(d_c)`` (``k`` the mask as 1.0 / 0.0, from its bytes), ``r = log s``
-(``lse(x~) = m + r``), and, with label smoothing ``e`` and class weights ``w``,
-``A = sum_c k_c w_c``, ``B = sum_c k_c w_c d_c``::
+(``lse(x~) = m + r``), and the labels before the mask ``u = ((1 - e) y + e / C) w`` (label
+smoothing ``e``, class weights ``w``; :class:`Dressing`), ``U = sum_c k_c u_c`` and
+``B = sum_c k_c u_c d_c``::
 
-    loss = (1 - e) w_t k_t (r - d_t) + e / C (A r - B)          (0 in an ignored row)
-    d/dx_c = g (alpha k_c exp(d_c) / s - beta [c = t] - e / C k_c w_c)
-    alpha = (1 - e) w_t k_t + e / C A,   beta = (1 - e) w_t k_t
+    loss = U r - B
+    d/dx_c = g k_c (U exp(d_c) / s - u_c),   d/dy_c = g (1 - e) w_c k_c (r - d_c)
 
-(the smoothed one-hot labels' formula of :class:`Dressing`; a class excluded by the mask
-gets gradient 0). ``B`` is a ``nansum``: ``0 * -inf`` at a class excluded or weighted 0 is
-its 0 share; any other NaN has made the row's maximum NaN. Per chunk of ``CHUNK`` elements
-(its passes stay in L2): the forward's row maximum, ``d``, the mask as floats, ``exp`` and
-dots; the backward's ``d``, ``exp``, the mask and two products, and a scatter at the label.
+(a class excluded by the mask gets gradient 0). Sparse labels are one-hot without the
+one-hot: ``loss = (1 - e) w_t k_t (r - d_t) + e / C (A r - B)`` with ``A = sum_c k_c w_c``,
+``B = sum_c k_c w_c d_c``, the label's term read with a gather and its gradient a scatter
+(0 in a row labelled ``ignore_index``). ``B`` is a ``nansum``: ``0 * -inf`` at a class
+excluded or labelled 0 is its 0 share; any other NaN has made ``m`` or ``U`` NaN. Per chunk
+of ``CHUNK`` elements (its passes stay in L2): the row maximum, ``d``, the mask as floats,
+the labels' products, ``exp`` and dots; the rows' arithmetic once.
 
-Where a row not ignored is not that formula, :func:`kept_loss` returns None and the caller
-runs the chunked kernel on the masked logits: a NaN or infinite logit (kept or not: the
-maximum is not finite), no class left, a label at an excluded ``-inf``, and an excluded
-maximum far above the kept logits (``r < 0``) where a term cancels (``r - d_t < -r``,
-``A r - B < -A r``) or the kept sum underflows (``_numpy_fused``'s suspect rows). The
+Where a row is not that formula, :func:`kept_loss` returns None and the caller runs the
+chunked kernel on the masked logits: a NaN or infinite logit (kept or not: ``m`` is not
+finite), a NaN or infinite label at an excluded class (``U`` is NaN), no class left, and an
+excluded maximum far above the kept logits (``r < 0``) where the terms cancel (a term below
+``|r|`` times its labels) or the kept sum underflows (``_numpy_fused``'s suspect rows). The
 values differ from the chunked kernel's by a few ulps (other roundings of the same
-formula). Derivatives of derivatives and batched gradients differentiate the formula out
-of place, from the saved logits.
+formula). Derivatives of derivatives and batched gradients differentiate the formula out of
+place, from the saved inputs.
 """
 
 from __future__ import annotations
@@ -46,26 +48,69 @@ class _Rows(NamedTuple):
 
     m: torch.Tensor  # the maximum over every class
     s: torch.Tensor  # sum_c k_c exp(x_c - m)
-    beta: torch.Tensor  # (1 - e) w_t k_t, 0 in an ignored row
-    alpha: torch.Tensor  # beta + e / C A, 0 in an ignored row
-    loose: torch.Tensor | None  # ignored rows whose maximum is not finite (their exp: NaN)
+    alpha: torch.Tensor  # the softmax's share: U, or (1 - e) w_t k_t + e / C A (sparse)
+    beta: torch.Tensor | None  # sparse: the label's share, (1 - e) w_t k_t
+    loose: torch.Tensor | None  # sparse: ignored rows whose maximum is not finite
 
 
-def kept_loss(logits: torch.Tensor, dim: int, dressing: Dressing) -> torch.Tensor | None:
-    """The loss of :class:`Dressing`'s sparse labels and ``where`` mask (the module's
-    formula), differentiable in ``logits``; None for a batch with a row it cannot take."""
+def kept_loss(labels: torch.Tensor, logits: torch.Tensor, dim: int,
+              dressing: Dressing) -> torch.Tensor | None:
+    """The loss of ``labels`` (dense, or :class:`Dressing`'s sparse ones) with a ``where``
+    mask (the module's formula), differentiable in both; None for a batch with a row it
+    cannot take."""
     with torch.no_grad():
-        found = _forward(logits, dim, dressing)
+        found = _forward(labels, logits, dim, dressing)
     if found is None:
         return None
-    loss, rows = found
-    if torch.is_grad_enabled() and logits.requires_grad:
-        return _KeptLoss.apply(logits, dim, dressing, found)
-    return loss
+    if torch.is_grad_enabled() and (logits.requires_grad or labels.requires_grad):
+        return _KeptLoss.apply(labels, logits, dim, dressing, found)
+    return found[0]
 
 
-def _forward(logits: torch.Tensor, dim: int,
+def _forward(labels: torch.Tensor, logits: torch.Tensor, dim: int,
              dressing: Dressing) -> tuple[torch.Tensor, _Rows] | None:
+    if dressing.index is None:
+        return _dense_forward(labels, logits, dim, dressing)
+    return _sparse_forward(logits, dim, dressing)
+
+
+def _underflows(r: torch.Tensor, s: torch.Tensor, logits: torch.Tensor,
+                dim: int) -> torch.Tensor:
+    """Rows whose kept sum may have lost its digits: an excluded maximum far above."""
+    info = torch.finfo(logits.dtype)
+    return (r < 0) & (s < logits.shape[dim] * info.tiny / info.eps)
+
+
+def _dense_forward(labels: torch.Tensor, logits: torch.Tensor, dim: int,
+                   dressing: Dressing) -> tuple[torch.Tensor, _Rows] | None:
+    assert dressing.mask is not None
+    shape = logits.shape[:dim] + (1,) + logits.shape[dim + 1:]
+    m, s, total, b = (logits.new_empty(shape) for _ in range(4))
+    scratch: list[torch.Tensor] = []
+    for y, x, k, m_c, s_c, u_c, b_c in _chunks(dim, logits, labels, logits, dressing.mask,
+                                               m, s, total, b, size=CHUNK):
+        if not scratch:
+            scratch = [torch.empty_like(x) for _ in range(3)]
+        d, kept, ku = (_head(t, x) for t in scratch)
+        torch.amax(x, dim, keepdim=True, out=m_c)
+        torch.sub(x, m_c, out=d)
+        kept.copy_(k.view(torch.uint8))
+        dressing.unmasked(y, ku).mul_(kept)
+        torch.sum(ku, dim, keepdim=True, out=u_c)
+        torch.nansum(ku.mul_(d), dim, keepdim=True, out=b_c)
+        s_c.copy_(torch.linalg.vecdot(d.exp_(), kept, dim=dim).unsqueeze(dim))
+    r = s.log()
+    ur = total * r
+    loss = ur - b  # U r - B (+inf at a kept -inf logit with a label)
+    suspect = (~torch.isfinite(m) | ~torch.isfinite(total) | loss.isnan()
+               | ((r < 0) & (loss.abs() < ur.abs())) | _underflows(r, s, logits, dim))
+    if bool(suspect.any()):
+        return None
+    return loss.squeeze(dim), _Rows(m, s, total, None, None)
+
+
+def _sparse_forward(logits: torch.Tensor, dim: int,
+                    dressing: Dressing) -> tuple[torch.Tensor, _Rows] | None:
     index, mask, ignored, cw = dressing.index, dressing.mask, dressing.ignored, \
         dressing.class_weights
     assert index is not None and mask is not None
@@ -89,7 +134,6 @@ def _forward(logits: torch.Tensor, dim: int,
             torch.nansum(torch.mul(d, kw, out=spare[0]), dim, keepdim=True, out=b_c)
         s_c.copy_(torch.linalg.vecdot(d.exp_(), kept, dim=dim).unsqueeze(dim))
     r = s.log()
-    info = torch.finfo(logits.dtype)
     beta = mask.gather(dim, index).to(logits.dtype)  # k_t
     if cw is not None:
         beta.mul_(cw.flatten()[index])
@@ -97,7 +141,7 @@ def _forward(logits: torch.Tensor, dim: int,
     read = beta != 0
     term = r - (logits.gather(dim, index) - m)  # lse~ - x_t
     suspect = (~torch.isfinite(m) | (read & (~torch.isfinite(term) | ((r < 0) & (term < -r))))
-               | ((r < 0) & (s < logits.shape[dim] * info.tiny / info.eps)))
+               | _underflows(r, s, logits, dim))
     loss = term.mul_(beta).masked_fill_(~read, 0.0)  # (1 - e) w_t k_t (r - d_t)
     alpha = beta
     if a is not None and b is not None:
@@ -117,13 +161,14 @@ def _forward(logits: torch.Tensor, dim: int,
         loose = loose if bool(loose.any()) else None
     if bool(suspect.any()):
         return None
-    return loss.squeeze(dim), _Rows(m, s, beta, alpha, loose)
+    return loss.squeeze(dim), _Rows(m, s, alpha, beta, loose)
 
 
-def _gradient(logits: torch.Tensor, dim: int, dressing: Dressing, rows: _Rows,
-              grad: torch.Tensor) -> torch.Tensor:
-    """``d/dlogits`` (the module's formula) for the loss's cotangent ``grad``, chunk by
-    chunk, into one new buffer."""
+def _sparse_gradient(logits: torch.Tensor, dim: int, dressing: Dressing, rows: _Rows,
+                     grad: torch.Tensor) -> torch.Tensor:
+    """``d/dlogits`` of sparse labels (the module's formula) for the loss's cotangent
+    ``grad``, chunk by chunk, into one new buffer."""
+    assert rows.beta is not None
     g = grad.unsqueeze(dim)
     scale = (rows.alpha * g / rows.s).masked_fill_(rows.alpha == 0, 0.0)  # g alpha / s
     pick = (rows.beta * g).neg_()  # -g beta, at the label
@@ -150,36 +195,78 @@ def _gradient(logits: torch.Tensor, dim: int, dressing: Dressing, rows: _Rows,
     return out
 
 
-def _out_of_place(logits: torch.Tensor, dim: int, dressing: Dressing,
-                  grad: torch.Tensor) -> torch.Tensor:
-    """The gradient as a composition autograd can differentiate (derivatives of
+def _dense_gradients(labels: torch.Tensor, logits: torch.Tensor, dim: int,
+                     dressing: Dressing, rows: _Rows, grad: torch.Tensor,
+                     wanted: tuple[bool, bool]) -> tuple[Any, Any]:
+    """``(d/dlabels, d/dlogits)`` of dense labels (the module's formula; None where not
+    ``wanted``) for the loss's cotangent ``grad``, chunk by chunk, into new buffers."""
+    g = grad.unsqueeze(dim)
+    scale = rows.alpha * g / rows.s  # g U / s
+    lse = rows.m + rows.s.log()  # lse(x~)
+    label_scale = g * dressing.keep  # g (1 - e)
+    cw = dressing.class_weights
+    dlabels, dlogits = (torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+                        if want else None for want in wanted)
+    scratch: list[torch.Tensor] = []
+    for y, x, k, m, sc, z, gy, g_c, oy, ox in _chunks(
+            dim, logits, labels, logits, dressing.mask, rows.m, scale, lse, label_scale, g,
+            dlabels, dlogits, size=CHUNK):
+        if not scratch:
+            scratch = [torch.empty_like(x) for _ in range(2)]
+        kept, u = (_head(t, x) for t in scratch)
+        kept.copy_(k.view(torch.uint8))
+        if ox is not None:  # g k (U exp(d) / s - u)
+            torch.sub(x, m, out=ox).exp_().mul_(sc)
+            ox.sub_(dressing.unmasked(y, u).mul_(g_c)).mul_(kept)
+        if oy is not None:  # g (1 - e) w k (lse - x): 0 at an excluded -inf, +inf at a kept
+            torch.sub(z, x, out=oy).mul_(kept).nan_to_num_(0.0, float("inf")).mul_(gy)
+            if cw is not None:
+                oy.mul_(cw)
+    return dlabels, dlogits
+
+
+def _out_of_place(labels: torch.Tensor, logits: torch.Tensor, dim: int, dressing: Dressing,
+                  grad: torch.Tensor, wanted: tuple[bool, bool]) -> tuple[Any, Any]:
+    """The gradients as a composition autograd can differentiate (derivatives of
     derivatives) and ``torch.func`` can batch (batched gradients): ``g (softmax(x~)
-    sum(y~) - y~)`` of the masked logits and dressed labels, 0 where nothing is read."""
-    assert dressing.mask is not None and dressing.index is not None
+    sum(y~) - y~)`` and ``-g log_softmax(x~)`` through the labels' options, of the masked
+    logits and dressed labels, 0 where nothing is read (``_torch_eager._Dense``'s)."""
+    assert dressing.mask is not None
     x = logits.masked_fill(dressing.mask.logical_not(), float("-inf"))
     if dressing.ignored is not None:
         x = x.masked_fill(dressing.ignored.unsqueeze(dim), 0.0)
-    y = dressing.full_labels(dressing.index)
+    log_p = torch.log_softmax(x, dim)
     g = grad.unsqueeze(dim)
-    out = torch.softmax(x, dim) * (g * y.sum(dim, keepdim=True)) - y * g
-    return dressing.excluded_zero(out)
+    dlabels = dlogits = None
+    if wanted[1]:
+        y = dressing.full_labels(labels)
+        dlogits = dressing.excluded_zero(log_p.exp() * (g * y.sum(dim, keepdim=True)) - y * g)
+    if wanted[0]:
+        dlabels = dressing.labels_gradient(log_p * g.neg())
+    return dlabels, dlogits
 
 
 class _KeptLoss(torch.autograd.Function):
-    """``logits -> loss`` for plain eager autograd; the forward's numbers come in computed."""
+    """``(labels, logits) -> loss`` for plain eager autograd; the forward's numbers come in
+    computed."""
 
     @staticmethod
-    def forward(ctx: Any, logits: torch.Tensor, dim: int, dressing: Dressing,
-                found: tuple[torch.Tensor, _Rows]) -> torch.Tensor:
+    def forward(ctx: Any, labels: torch.Tensor, logits: torch.Tensor, dim: int,
+                dressing: Dressing, found: tuple[torch.Tensor, _Rows]) -> torch.Tensor:
         ctx.dim, ctx.dressing, ctx.rows = dim, dressing, found[1]
-        ctx.save_for_backward(logits)
+        ctx.save_for_backward(labels, logits)
         return found[0]
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
-        (logits,) = ctx.saved_tensors
+        labels, logits = ctx.saved_tensors
+        dim, dressing, rows = ctx.dim, ctx.dressing, ctx.rows
+        wanted = (ctx.needs_input_grad[0], ctx.needs_input_grad[1])
         if torch.is_grad_enabled() or transformed(grad):
-            dlogits = _out_of_place(logits, ctx.dim, ctx.dressing, grad)
+            dlabels, dlogits = _out_of_place(labels, logits, dim, dressing, grad, wanted)
+        elif dressing.index is None:
+            dlabels, dlogits = _dense_gradients(labels, logits, dim, dressing, rows, grad,
+                                                wanted)
         else:
-            dlogits = _gradient(logits, ctx.dim, ctx.dressing, ctx.rows, grad)
-        return dlogits, None, None, None
+            dlabels, dlogits = None, _sparse_gradient(logits, dim, dressing, rows, grad)
+        return dlabels, dlogits, None, None, None

@@ -15,10 +15,11 @@ and a sparse row labelled ``ignore_index`` reads logits 0 and labels 0: loss 0, 
 ``sum_c y~_c (lse(x~) - x~_c)`` and ``g * (softmax(x~) * sum(y~) - y~)``, which is 0 at an
 excluded class; a dense labels gradient is ``g * (lse - x~) * (1 - e) * w`` where ``m``,
 else 0. A sparse call without smoothing reads ``w_t (lse(x~) - x~_t)`` at the label, with no
-one-hot chunk. (A sparse ``where`` first tries one pass that writes no ``x~`` at all,
-``_torch_eager_kept``; this is where a batch it cannot take comes.) The mask is applied with float arithmetic, which torch runs several times
-faster than its boolean kernels; a chunk where that could differ from ``where`` (a NaN row)
-is computed again with ``where`` (:meth:`Dressing.chunk`). Labels and weights are built in
+one-hot chunk. (A ``where`` mask first tries one pass that writes no ``x~`` at all,
+``_torch_eager_kept``; a batch it cannot take comes here.) The mask is applied with float
+arithmetic, which torch runs several times faster than its boolean kernels; a chunk where
+that could differ from ``where`` (a NaN row) is computed again with ``where``
+(:meth:`Dressing.chunk`). Labels and weights are built in
 the dtype the loss runs in (float32 for 16-bit floats). Only plain eager code on the CPU
 comes here (:func:`dressing` says when); row weights multiply the result, as in the
 composition. Measured by ``benchmarks/options.py``.
@@ -131,6 +132,11 @@ class Dressing:
         elif mask is not None:
             torch.where(mask, y, self.zero, out=y)
         return y if self.class_weights is None else y.mul_(self.class_weights)
+
+    def unmasked(self, y: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
+        """``((1 - e) y + e / C) w`` of one chunk of dense labels, in ``buf``: ``y~``
+        before the mask."""
+        return self._labels(y, None, None, buf)
 
     @property
     def gathers(self) -> bool:
