@@ -69,6 +69,7 @@ def kept_loss(labels: torch.Tensor, logits: torch.Tensor, dim: int,
 
 def _forward(labels: torch.Tensor, logits: torch.Tensor, dim: int,
              dressing: Dressing) -> tuple[torch.Tensor, _Rows] | None:
+    """The loss and the numbers its backward reads, or None (a row it cannot take)."""
     if dressing.index is None:
         return _dense_forward(labels, logits, dim, dressing)
     return _sparse_forward(logits, dim, dressing)
@@ -83,6 +84,7 @@ def _underflows(r: torch.Tensor, s: torch.Tensor, logits: torch.Tensor,
 
 def _dense_forward(labels: torch.Tensor, logits: torch.Tensor, dim: int,
                    dressing: Dressing) -> tuple[torch.Tensor, _Rows] | None:
+    """``U r - B`` of dense labels (:func:`_forward`)."""
     assert dressing.mask is not None
     shape = logits.shape[:dim] + (1,) + logits.shape[dim + 1:]
     m, s, total, b = (logits.new_empty(shape) for _ in range(4))
@@ -111,6 +113,7 @@ def _dense_forward(labels: torch.Tensor, logits: torch.Tensor, dim: int,
 
 def _sparse_forward(logits: torch.Tensor, dim: int,
                     dressing: Dressing) -> tuple[torch.Tensor, _Rows] | None:
+    """``(1 - e) w_t k_t (r - d_t) + e / C (A r - B)`` of sparse labels (:func:`_forward`)."""
     index, mask, ignored, cw = dressing.index, dressing.mask, dressing.ignored, \
         dressing.class_weights
     assert index is not None and mask is not None
