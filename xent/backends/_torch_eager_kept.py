@@ -100,7 +100,7 @@ def _dense_forward(labels: torch.Tensor, logits: torch.Tensor, dim: int,
         dressing.unmasked(y, ku).mul_(kept)
         torch.sum(ku, dim, keepdim=True, out=u_c)
         torch.nansum(ku.mul_(d), dim, keepdim=True, out=b_c)
-        s_c.copy_(torch.linalg.vecdot(d.exp_(), kept, dim=dim).unsqueeze(dim))
+        torch.sum(d.exp_().mul_(kept), dim, keepdim=True, out=s_c)
     r = s.log()
     ur = total * r
     loss = ur - b  # U r - B (+inf at a kept -inf logit with a label)
@@ -135,7 +135,7 @@ def _sparse_forward(logits: torch.Tensor, dim: int,
             kw = kept if cw is None else torch.mul(kept, cw, out=spare[0])
             torch.sum(kw, dim, keepdim=True, out=a_c)
             torch.nansum(torch.mul(d, kw, out=spare[0]), dim, keepdim=True, out=b_c)
-        s_c.copy_(torch.linalg.vecdot(d.exp_(), kept, dim=dim).unsqueeze(dim))
+        torch.sum(d.exp_().mul_(kept), dim, keepdim=True, out=s_c)
     r = s.log()
     beta = mask.gather(dim, index).to(logits.dtype)  # k_t
     if cw is not None:
