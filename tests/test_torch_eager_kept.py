@@ -151,6 +151,28 @@ def test_dense_one_pass_equals_the_composition(shape: tuple, option: str,
         assert torch.isfinite(dx).all()  # also in the rows of an infinite loss
 
 
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("option", ["smoothing", "weights", "all"])
+@pytest.mark.parametrize("shape", [(64, 50), (700, 1000)])
+def test_dense_options_without_a_mask(shape: tuple, option: str, grad: bool,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Smoothing and class weights of dense labels, no mask: the same pass with ``k = 1``."""
+    a = _dense_batch(*shape, torch.float64)
+    options = _options(a, option, "dense")
+    del options["where"]
+    taken = _taken(monkeypatch)
+    ours = _call(a, options, grad, kind="dense")
+    assert taken == [True]
+    monkeypatch.undo()
+    _composed(monkeypatch)
+    _close(ours, _call(a, options, grad, kind="dense"))
+    loss = ours[0]
+    assert torch.isinf(loss[4]) and torch.isinf(loss[6])  # a -inf logit with a label
+    assert bool(torch.isinf(loss[5])) == (option != "weights")  # labelled by smoothing
+    if grad:
+        assert torch.isfinite(ours[1]).all()
+
+
 BATCHES = {"sparse": _batch, "dense": _dense_batch}
 
 

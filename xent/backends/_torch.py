@@ -187,15 +187,15 @@ class TorchBackend(TorchArrayOps, Backend):
     def softmax_cross_entropy_with_options(
         self, labels: torch.Tensor, logits: torch.Tensor, axis: int, options: Any
     ) -> torch.Tensor:
-        """``where``, label smoothing and class weights built chunk by chunk in plain eager
-        code on the CPU (``_torch_eager_options``); elsewhere the composition."""
+        """``where``, label smoothing and class weights in one pass
+        (``_torch_eager_kept``), else built chunk by chunk (``_torch_eager_options``), in
+        plain eager code on the CPU; elsewhere the composition."""
         x = _compute(logits)
         dressing = eager_options.dressing(labels, x, axis, options, sparse=False)
         if dressing is None:
             return super().softmax_cross_entropy_with_options(labels, logits, axis, options)
-        y, loss = _compute(labels), None
-        if dressing.mask is not None:
-            loss = eager_kept.kept_loss(y, x, axis, dressing)
+        y = _compute(labels)
+        loss = eager_kept.kept_loss(y, x, axis, dressing)
         if loss is None:
             loss = eager.dense_loss(y, x, axis, dressing)
         return _weighted(loss.to(logits.dtype) if logits.dtype in _HALF else loss, options)

@@ -1,5 +1,7 @@
-"""The loss with a ``where`` mask in one pass, forward and backward, in plain eager code
-on the CPU (``_torch_eager_options.dressing`` says when).
+"""Loss options in one pass, forward and backward, in plain eager code on the CPU
+(``_torch_eager_options.dressing`` says when): a ``where`` mask (sparse or dense labels,
+with any other option), and the label smoothing and class weights of dense labels (no mask:
+``k = 1`` below).
 
 The chunked kernel (``_torch_eager``) writes each chunk's masked logits ``x~`` before its
 ``log_softmax``; here nothing of the input's size is written but the gradients. From the
@@ -55,9 +57,9 @@ class _Rows(NamedTuple):
 
 def kept_loss(labels: torch.Tensor, logits: torch.Tensor, dim: int,
               dressing: Dressing) -> torch.Tensor | None:
-    """The loss of ``labels`` (dense, or :class:`Dressing`'s sparse ones) with a ``where``
-    mask (the module's formula), differentiable in both; None for a batch with a row it
-    cannot take."""
+    """The loss of ``labels`` (dense, or :class:`Dressing`'s sparse ones, then with a
+    ``where`` mask) with :class:`Dressing`'s options (the module's formula),
+    differentiable in both; None for a batch with a row it cannot take."""
     with torch.no_grad():
         found = _forward(labels, logits, dim, dressing)
     if found is None:
@@ -84,8 +86,7 @@ def _underflows(r: torch.Tensor, s: torch.Tensor, logits: torch.Tensor,
 
 def _dense_forward(labels: torch.Tensor, logits: torch.Tensor, dim: int,
                    dressing: Dressing) -> tuple[torch.Tensor, _Rows] | None:
-    """``U r - B`` of dense labels (:func:`_forward`)."""
-    assert dressing.mask is not None
+    """``U r - B`` of dense labels (:func:`_forward`); without a mask, ``k = 1``."""
     shape = logits.shape[:dim] + (1,) + logits.shape[dim + 1:]
     m, s, total, b = (logits.new_empty(shape) for _ in range(4))
     scratch: list[torch.Tensor] = []
@@ -96,11 +97,13 @@ def _dense_forward(labels: torch.Tensor, logits: torch.Tensor, dim: int,
         d, kept, ku = (_head(t, x) for t in scratch)
         torch.amax(x, dim, keepdim=True, out=m_c)
         torch.sub(x, m_c, out=d)
-        kept.copy_(k.view(torch.uint8))
-        dressing.unmasked(y, ku).mul_(kept)
+        dressing.unmasked(y, ku)
+        if k is not None:
+            ku.mul_(kept.copy_(k.view(torch.uint8)))
         torch.sum(ku, dim, keepdim=True, out=u_c)
         torch.nansum(ku.mul_(d), dim, keepdim=True, out=b_c)
-        torch.sum(d.exp_().mul_(kept), dim, keepdim=True, out=s_c)
+        d.exp_()
+        torch.sum(d if k is None else d.mul_(kept), dim, keepdim=True, out=s_c)
     r = s.log()
     ur = total * r
     loss = ur - b  # U r - B (+inf at a kept -inf logit with a label)
@@ -217,12 +220,18 @@ def _dense_gradients(labels: torch.Tensor, logits: torch.Tensor, dim: int,
         if not scratch:
             scratch = [torch.empty_like(x) for _ in range(2)]
         kept, u = (_head(t, x) for t in scratch)
-        kept.copy_(k.view(torch.uint8))
+        if k is not None:
+            kept.copy_(k.view(torch.uint8))
         if ox is not None:  # g k (U exp(d) / s - u)
             torch.sub(x, m, out=ox).exp_().mul_(sc)
-            ox.sub_(dressing.unmasked(y, u).mul_(g_c)).mul_(kept)
+            ox.sub_(dressing.unmasked(y, u).mul_(g_c))
+            if k is not None:
+                ox.mul_(kept)
         if oy is not None:  # g (1 - e) w k (lse - x): 0 at an excluded -inf, +inf at a kept
-            torch.sub(z, x, out=oy).mul_(kept).nan_to_num_(0.0, float("inf")).mul_(gy)
+            torch.sub(z, x, out=oy)
+            if k is not None:
+                oy.mul_(kept).nan_to_num_(0.0, float("inf"))
+            oy.mul_(gy)
             if cw is not None:
                 oy.mul_(cw)
     return dlabels, dlogits
@@ -234,8 +243,9 @@ def _out_of_place(labels: torch.Tensor, logits: torch.Tensor, dim: int, dressing
     derivatives) and ``torch.func`` can batch (batched gradients): ``g (softmax(x~)
     sum(y~) - y~)`` and ``-g log_softmax(x~)`` through the labels' options, of the masked
     logits and dressed labels, 0 where nothing is read (``_torch_eager._Dense``'s)."""
-    assert dressing.mask is not None
-    x = logits.masked_fill(dressing.mask.logical_not(), float("-inf"))
+    x = logits
+    if dressing.mask is not None:
+        x = x.masked_fill(dressing.mask.logical_not(), float("-inf"))
     if dressing.ignored is not None:
         x = x.masked_fill(dressing.ignored.unsqueeze(dim), 0.0)
     log_p = torch.log_softmax(x, dim)

@@ -15,8 +15,9 @@ and a sparse row labelled ``ignore_index`` reads logits 0 and labels 0: loss 0, 
 ``sum_c y~_c (lse(x~) - x~_c)`` and ``g * (softmax(x~) * sum(y~) - y~)``, which is 0 at an
 excluded class; a dense labels gradient is ``g * (lse - x~) * (1 - e) * w`` where ``m``,
 else 0. A sparse call without smoothing reads ``w_t (lse(x~) - x~_t)`` at the label, with no
-one-hot chunk. (A ``where`` mask first tries one pass that writes no ``x~`` at all,
-``_torch_eager_kept``; a batch it cannot take comes here.) The mask is applied with float
+one-hot chunk. (Every call first tries one pass that writes no ``x~`` or ``y~`` at all,
+``_torch_eager_kept``, but for a sparse call without a mask, which ``F.cross_entropy``
+takes; a batch that pass cannot take comes here.) The mask is applied with float
 arithmetic, which torch runs several times faster than its boolean kernels; a chunk where
 that could differ from ``where`` (a NaN row) is computed again with ``where``
 (:meth:`Dressing.chunk`). Labels and weights are built in
