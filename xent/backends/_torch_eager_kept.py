@@ -97,11 +97,11 @@ def _dense_forward(labels: torch.Tensor, logits: torch.Tensor, dim: int,
         d, kept, ku = (_head(t, x) for t in scratch)
         torch.amax(x, dim, keepdim=True, out=m_c)
         torch.sub(x, m_c, out=d)
-        dressing.unmasked(y, ku)
         if k is not None:
-            ku.mul_(kept.copy_(k.view(torch.uint8)))
-        torch.sum(ku, dim, keepdim=True, out=u_c)
-        torch.nansum(ku.mul_(d), dim, keepdim=True, out=b_c)
+            kept.copy_(k.view(torch.uint8))
+        u = dressing.weighted(y, None if k is None else kept, ku)
+        torch.sum(u, dim, keepdim=True, out=u_c)
+        torch.nansum(torch.mul(u, d, out=ku), dim, keepdim=True, out=b_c)
         d.exp_()
         torch.sum(d if k is None else d.mul_(kept), dim, keepdim=True, out=s_c)
     r = s.log()
@@ -224,7 +224,7 @@ def _dense_gradients(labels: torch.Tensor, logits: torch.Tensor, dim: int,
             kept.copy_(k.view(torch.uint8))
         if ox is not None:  # g k (U exp(d) / s - u)
             torch.sub(x, m, out=ox).exp_().mul_(sc)
-            ox.sub_(dressing.unmasked(y, u).mul_(g_c))
+            ox.addcmul_(dressing.weighted(y, None, u), g_c, value=-1.0)
             if k is not None:
                 ox.mul_(kept)
         if oy is not None:  # g (1 - e) w k (lse - x): 0 at an excluded -inf, +inf at a kept

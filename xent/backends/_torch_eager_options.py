@@ -134,10 +134,14 @@ class Dressing:
             torch.where(mask, y, self.zero, out=y)
         return y if self.class_weights is None else y.mul_(self.class_weights)
 
-    def unmasked(self, y: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
-        """``((1 - e) y + e / C) w`` of one chunk of dense labels, in ``buf``: ``y~``
-        before the mask."""
-        return self._labels(y, None, None, buf)
+    def weighted(self, y: torch.Tensor, included: torch.Tensor | None,
+                 buf: torch.Tensor) -> torch.Tensor:
+        """``((1 - e) y + e / C) w k`` of one chunk of dense labels (``k``: ``included``,
+        the mask as 1.0 / 0.0, or None for none), in ``buf``; ``y`` itself where there is
+        nothing to apply."""
+        if included is None and not self.smooths and self.class_weights is None:
+            return y
+        return self._labels(y, None, included, buf)
 
     @property
     def gathers(self) -> bool:
