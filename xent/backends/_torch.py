@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 
 from xent.backends import _torch_context as context
-from xent.backends import _torch_eager as eager
 from xent.backends import _torch_eager_kept as eager_kept
 from xent.backends import _torch_eager_options as eager_options
 from xent.backends import _torch_modes
@@ -194,10 +193,7 @@ class TorchBackend(TorchArrayOps, Backend):
         dressing = eager_options.dressing(labels, x, axis, options, sparse=False)
         if dressing is None:
             return super().softmax_cross_entropy_with_options(labels, logits, axis, options)
-        y = _compute(labels)
-        loss = eager_kept.kept_loss(y, x, axis, dressing)
-        if loss is None:
-            loss = eager.dense_loss(y, x, axis, dressing)
+        loss = eager_kept.loss(_compute(labels), x, axis, dressing)
         return _weighted(loss.to(logits.dtype) if logits.dtype in _HALF else loss, options)
 
     def sparse_softmax_cross_entropy_with_options(
@@ -216,9 +212,7 @@ class TorchBackend(TorchArrayOps, Backend):
             if dressing is None:
                 return super().sparse_softmax_cross_entropy_with_options(labels, logits,
                                                                          axis, options)
-            loss = eager_kept.kept_loss(labels, x, axis, dressing)
-            if loss is None:
-                loss = eager.dense_loss(labels, x, axis, dressing)
+            loss = eager_kept.loss(labels, x, axis, dressing)
             return _weighted(loss.to(logits.dtype) if logits.dtype in _HALF else loss,
                              options)
         loss = _sparse(labels, logits, axis, options.class_weights, smoothing,

@@ -22,8 +22,8 @@ excluded or labelled 0 is its 0 share; any other NaN has made ``m`` or ``U`` NaN
 of ``CHUNK`` elements (its passes stay in L2): the row maximum, ``d``, the mask as floats,
 the labels' products, ``exp`` and dots; the rows' arithmetic once.
 
-Where a row is not that formula, :func:`kept_loss` returns None and the caller runs the
-chunked kernel on the masked logits: a NaN or infinite logit (kept or not: ``m`` is not
+Where a row is not that formula, :func:`loss` runs the chunked kernel on the masked logits
+instead: a NaN or infinite logit (kept or not: ``m`` is not
 finite), a NaN or infinite label at an excluded class (``U`` is NaN), no class left, and an
 excluded maximum far above the kept logits (``r < 0``) where the terms cancel (a term below
 ``|r|`` times its labels) or the kept sum underflows (``_numpy_fused``'s suspect rows). The
@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 import torch
 
 from xent.backends._torch_context import transformed
-from xent.backends._torch_eager import _chunks, _head
+from xent.backends._torch_eager import _chunks, _head, dense_loss
 from xent.backends._torch_eager_options import Dressing
 
 CHUNK = 1 << 16  # elements per chunk (measured best: 2**15-2**17, against 2**18 and more)
@@ -55,15 +55,15 @@ class _Rows(NamedTuple):
     loose: torch.Tensor | None  # sparse: ignored rows whose maximum is not finite
 
 
-def kept_loss(labels: torch.Tensor, logits: torch.Tensor, dim: int,
-              dressing: Dressing) -> torch.Tensor | None:
+def loss(labels: torch.Tensor, logits: torch.Tensor, dim: int,
+         dressing: Dressing) -> torch.Tensor:
     """The loss of ``labels`` (dense, or :class:`Dressing`'s sparse ones, then with a
-    ``where`` mask) with :class:`Dressing`'s options (the module's formula),
-    differentiable in both; None for a batch with a row it cannot take."""
+    ``where`` mask) with :class:`Dressing`'s options, differentiable in both: the module's
+    formula, or the chunked kernel for a batch with a row it cannot take."""
     with torch.no_grad():
         found = _forward(labels, logits, dim, dressing)
     if found is None:
-        return None
+        return dense_loss(labels, logits, dim, dressing)
     if torch.is_grad_enabled() and (logits.requires_grad or labels.requires_grad):
         return _KeptLoss.apply(labels, logits, dim, dressing, found)
     return found[0]

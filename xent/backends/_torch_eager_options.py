@@ -20,10 +20,10 @@ one-hot chunk. (Every call first tries one pass that writes no ``x~`` or ``y~`` 
 takes; a batch that pass cannot take comes here.) The mask is applied with float
 arithmetic, which torch runs several times faster than its boolean kernels; a chunk where
 that could differ from ``where`` (a NaN row) is computed again with ``where``
-(:meth:`Dressing.chunk`). Labels and weights are built in
-the dtype the loss runs in (float32 for 16-bit floats). Only plain eager code on the CPU
-comes here (:func:`dressing` says when); row weights multiply the result, as in the
-composition. Measured by ``benchmarks/options.py``.
+(:meth:`Dressing.chunk`). Labels and weights are built in the dtype the loss runs in
+(float32 for 16-bit floats). Only plain eager code on the CPU comes here (:func:`dressing`
+says when); row weights multiply the result, as in the composition. Measured by
+``benchmarks/options.py``.
 """
 
 from __future__ import annotations
