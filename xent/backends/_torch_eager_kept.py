@@ -1,7 +1,11 @@
-"""Loss options in one pass, forward and backward, in plain eager code on the CPU
-(``_torch_eager_options.dressing`` says when): a ``where`` mask (sparse or dense labels,
-with any other option), and the label smoothing and class weights of dense labels (no mask:
-``k = 1`` below).
+"""The dense loss and loss options in one pass, forward and backward, in plain eager code on
+the CPU: the dense loss without options above ``_torch_eager.NATIVE`` elements
+(:func:`plain_loss`; ``k = 1``, ``u = y`` below), and where
+``_torch_eager_options.dressing`` says so, a ``where`` mask (sparse or dense labels, with
+any other option) and the label smoothing and class weights of dense labels (no mask:
+``k = 1``). Without options it measured 0.90-0.97x the time of the chunked kernel
+forward and backward at 4096x1000 to 64x128256 (no ``log_p`` written or saved), and the
+same forward.
 
 The chunked kernel (``_torch_eager``) writes each chunk's masked logits ``x~`` before its
 ``log_softmax``; here nothing of the input's size is written but the gradients. From the
@@ -39,7 +43,7 @@ from typing import Any, NamedTuple
 import torch
 
 from xent.backends._torch_context import transformed
-from xent.backends._torch_eager import _chunks, _head, dense_loss
+from xent.backends._torch_eager import _chunks, _head, dense_loss, small_loss
 from xent.backends._torch_eager_options import Dressing
 
 CHUNK = 1 << 16  # elements per chunk (measured best: 2**15-2**17, against 2**18 and more)
@@ -55,6 +59,13 @@ class _Rows(NamedTuple):
     loose: torch.Tensor | None  # sparse: ignored rows whose maximum is not finite
 
 
+def plain_loss(labels: torch.Tensor, logits: torch.Tensor, dim: int) -> torch.Tensor:
+    """The dense loss without options: torch's kernel for a small input
+    (``_torch_eager.small_loss``), else the module's formula with ``k = 1``, ``u = y``."""
+    small = small_loss(labels, logits, dim)
+    return loss(labels, logits, dim, Dressing.plain(logits, dim)) if small is None else small
+
+
 def loss(labels: torch.Tensor, logits: torch.Tensor, dim: int,
          dressing: Dressing) -> torch.Tensor:
     """The loss of ``labels`` (dense, or :class:`Dressing`'s sparse ones, then with a
@@ -63,7 +74,7 @@ def loss(labels: torch.Tensor, logits: torch.Tensor, dim: int,
     with torch.no_grad():
         found = _forward(labels, logits, dim, dressing)
     if found is None:
-        return dense_loss(labels, logits, dim, dressing)
+        return dense_loss(labels, logits, dim, None if dressing.is_plain else dressing)
     if torch.is_grad_enabled() and (logits.requires_grad or labels.requires_grad):
         return _KeptLoss.apply(labels, logits, dim, dressing, found)
     return found[0]
@@ -107,8 +118,9 @@ def _dense_forward(labels: torch.Tensor, logits: torch.Tensor, dim: int,
     r = s.log()
     ur = total * r
     loss = ur - b  # U r - B (+inf at a kept -inf logit with a label)
-    suspect = (~torch.isfinite(m) | ~torch.isfinite(total) | loss.isnan()
-               | ((r < 0) & (loss.abs() < ur.abs())) | _underflows(r, s, logits, dim))
+    suspect = ~torch.isfinite(m) | ~torch.isfinite(total) | loss.isnan()
+    if dressing.mask is not None:  # (without, the maximum is kept: s >= 1, r >= 0)
+        suspect |= ((r < 0) & (loss.abs() < ur.abs())) | _underflows(r, s, logits, dim)
     if bool(suspect.any()):
         return None
     return loss.squeeze(dim), _Rows(m, s, total, None, None)

@@ -80,6 +80,21 @@ class Dressing:
                 index = index.masked_fill(self.ignored, 0)
             self.index = index.unsqueeze(dim)
 
+    @classmethod
+    def plain(cls, logits: torch.Tensor, dim: int) -> Dressing:
+        """No option at all (the dense loss itself, in ``_torch_eager_kept``'s one pass)."""
+        plain = cls.__new__(cls)
+        plain.dim, plain.shape, plain.dtype = dim, logits.shape, logits.dtype
+        plain.smooths, plain.keep, plain.spread = False, 1.0, 0.0
+        plain.class_weights = plain.mask = plain.ignored = plain.index = None
+        return plain
+
+    @property
+    def is_plain(self) -> bool:
+        """Whether there is nothing to apply (:meth:`plain`)."""
+        return (self.mask is None and self.index is None and not self.smooths
+                and self.class_weights is None)
+
     def rows(self, labels: torch.Tensor) -> tuple[Any, ...]:
         """What the kernel takes a chunk of, with the labels: ``(labels, mask, ignored)``."""
         return (labels if self.index is None else self.index, self.mask, self.ignored)

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from xent.backends import _torch_eager as eager
+from xent.backends import _torch_eager_kept as eager_kept
 from xent.backends._torch_context import transformed
 
 _NAN = float("nan")
@@ -166,8 +166,8 @@ def dense_loss(labels: torch.Tensor, logits: torch.Tensor, dim: int) -> torch.Te
         return _traced_loss(labels, logits, dim)
     if transformed(labels, logits):
         return _DenseLossForwardMode.apply(labels, logits, dim)[0]
-    if logits.is_cpu:  # plain eager code: chunks that stay in the cache
-        return eager.dense_loss(labels, logits, dim)
+    if logits.is_cpu:  # plain eager code: one pass over chunks that stay in the cache
+        return eager_kept.plain_loss(labels, logits, dim)
     if differentiated:
         return _DenseLossForwardMode.apply(labels, logits, dim)[0]
     return _forward(labels, logits, dim, keep=False)[0]

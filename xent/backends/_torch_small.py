@@ -26,7 +26,7 @@ import torch
 import torch.autograd.forward_ad as forward_ad
 from torch._C._functorch import is_legacy_batchedtensor as _legacy_batched
 
-from xent.backends._torch_eager import SMALL
+from xent.backends._torch_eager import NATIVE, SMALL, has_nan
 
 MAX_ROWS = 64  # sparse labels read on the host, as the general path's few_labels
 _TENSOR = torch.Tensor
@@ -64,20 +64,26 @@ def sparse(labels: Any, logits: torch.Tensor, axis: object, reduction: object) -
 
 def dense(labels: Any, logits: torch.Tensor, axis: object, reduction: object) -> Any:
     """The dense loss, or None where the general path must run (also where it is NaN)."""
-    if (type(labels) is not _TENSOR or labels.dtype is not logits.dtype
-            or logits.dtype not in _FULL or logits.ndim != 2
-            or type(axis) is not int or not (axis == -1 or axis == 1)
-            or not (labels.is_cpu and logits.is_cpu) or _transforms_active()
-            or _is_compiling() or type(reduction) is not str
-            or forward_ad._current_level >= 0 or _legacy_batched(logits)
-            or _legacy_batched(labels)):
+    if (type(labels) is not _TENSOR or type(axis) is not int or not (axis == -1 or axis == 1)
+            or type(reduction) is not str):
+        return None
+    dtype = logits.dtype
+    if (labels.dtype is not dtype or dtype not in _FULL or not (labels.is_cpu and logits.is_cpu)
+            or _transforms_active() or _is_compiling() or forward_ad._current_level >= 0
+            or _legacy_batched(logits) or _legacy_batched(labels)):
         return None
     shape = logits.shape
     code = _CODES.get(reduction)
-    if code is None or labels.shape != shape or shape[1] == 0 or logits.numel() > SMALL:
+    if code is None or len(shape) != 2 or labels.shape != shape or shape[1] == 0:
         return None
+    size = shape[0] * shape[1]
+    if size > SMALL:  # NaN (the general path's masked-class fix) read by torch's ops
+        if size > NATIVE:
+            return None
+        loss = _cross_entropy(logits, labels, None, code, -100, 0.0)
+        return None if has_nan(loss, size) else loss
     loss = _cross_entropy(logits, labels, None, code, -100, 0.0)
-    total = loss.tolist()
+    total = loss.tolist()  # a few numbers: read on the host
     if code == 0:
         total = sum(total)
-    return loss if total == total else None  # NaN: the general path's masked-class fix
+    return loss if total == total else None
