@@ -5,6 +5,8 @@ and fixes are unchanged."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -26,8 +28,12 @@ def _inputs(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("axis", [1, -1])
-def test_answers_as_the_general_path(dtype: torch.dtype, reduction: str, axis: int) -> None:
+@pytest.mark.parametrize("rows", [5, 300])
+def test_answers_as_the_general_path(dtype: torch.dtype, reduction: str, axis: int,
+                                     rows: int) -> None:
     logits, probs, index = _inputs(dtype)
+    if rows > 5:  # sparse labels read by torch's amin; dense: NaN checked by torch
+        logits, probs, index = logits.repeat(60, 1), probs.repeat(60, 1), index.repeat(60)
     assert small.sparse(index, logits, axis, reduction) is not None  # the fast path answers
     assert small.dense(probs, logits, axis, reduction) is not None
     for call, labels in ((sparse_call, index), (dense_call, probs)):
@@ -48,7 +54,8 @@ def test_answers_as_the_general_path(dtype: torch.dtype, reduction: str, axis: i
 
 
 @pytest.mark.parametrize("case", [
-    "int32 labels", "list labels", "float16", "axis True", "axis 0", "3-D", "65 rows",
+    "int32 labels", "list labels", "float16", "axis True", "axis 0", "3-D",
+    "65 rows, a label -1", "65 rows, probabilities", "65 rows, int32", "65 rows, 2-D labels",
     "label out of range", "label -100", "2-D labels", "bad reduction", "no classes",
     "rows mismatch", "Parameter labels", "float labels", "bool labels", "0-d labels",
     "unhashable reduction", "one row, no classes",
@@ -68,8 +75,15 @@ def test_leaves_anything_unusual_to_the_general_path(case: str) -> None:
         axis = 0
     elif case == "3-D":
         logits, labels = logits[None], index[None]
-    elif case == "65 rows":
+    elif case.startswith("65 rows"):  # (read by torch's amin, not on the host)
         logits, labels = torch.randn(65, 3), torch.zeros(65, dtype=torch.int64)
+        labels[7] = -1 if case.endswith("-1") else 0
+        if case.endswith("probabilities"):  # F would take them for dense labels
+            labels = logits.softmax(1)
+        elif case.endswith("int32"):
+            labels = labels.int()
+        elif case.endswith("2-D labels"):
+            labels = labels[:, None]
     elif case == "label out of range":
         labels = torch.tensor([0, 7, 0, 0, 0])
     elif case == "label -100":  # torch's kernel would ignore it: xent raises
@@ -106,6 +120,9 @@ def test_leaves_anything_unusual_to_the_general_path(case: str) -> None:
 ])
 def test_errors_are_the_general_paths(labels: torch.Tensor, error: type, message: str) -> None:
     logits = _inputs(torch.float32)[0]
+    many = labels.repeat(20)  # 100 rows and more: labels read by torch's amin
+    with pytest.raises(error, match=re.escape(message.replace("(4,)", "(80,)"))):
+        sparse_call(labels=many, logits=logits.repeat(20, 1))
     with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
         sparse_call(labels=labels, logits=logits)
     with pytest.raises(ValueError, match="reduction: expected"):

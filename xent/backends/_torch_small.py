@@ -2,12 +2,13 @@
 
 At 2x3 a loss costs torch one kernel (~2 us) and xent's general path about as much again in
 Python: the owner lookup, reading shapes and dtypes through the backend protocol, the
-checks of ``xent._validate``, the range check. A call with no options whose arguments are
-plainly valid (a few rows of float32/float64 logits on the CPU, classes on the last of two
-axes, ``[N]`` int64 labels in range or dense labels of the logits' shape and dtype, plain
-eager code) is the general path's own kernel call, so it is made here directly, after
-checks that only *accept*: anything else returns None, and the general path runs, checks
-and raises as usual (the same errors, the same messages).
+checks of ``xent._validate``, the range check (about 8 us at 128x1000 too). A call with no
+options whose arguments are plainly valid (float32/float64 logits on the CPU, classes on the
+last of two axes, ``[N]`` int64 labels in range, or dense labels of the logits' shape and
+dtype up to ``_torch_eager.NATIVE`` elements, plain eager code) is the general path's own
+kernel call, so it is made here directly, after checks that only *accept*: anything else
+returns None, and the general path runs, checks and raises as usual (the same errors, the
+same messages).
 
 The kernels are those the general path calls for such input: sparse, ``F.cross_entropy``'s
 (``_torch._sparse``, reduced in the kernel as ``sparse_softmax_cross_entropy_reduced``);
@@ -28,7 +29,8 @@ from torch._C._functorch import is_legacy_batchedtensor as _legacy_batched
 
 from xent.backends._torch_eager import NATIVE, SMALL, has_nan
 
-MAX_ROWS = 64  # sparse labels read on the host, as the general path's few_labels
+MAX_ROWS = 64  # up to this many sparse labels, read on the host (faster than torch's amin)
+_INT64 = torch.int64
 _TENSOR = torch.Tensor
 _FULL = (torch.float32, torch.float64)
 #: the kernel's reduction codes (``weighted_mean`` without weights is the mean)
@@ -49,14 +51,18 @@ def sparse(labels: Any, logits: torch.Tensor, axis: object, reduction: object) -
     another rank do not read as a flat list of numbers; an unhashable reduction is no key."""
     if (type(labels) is not _TENSOR or logits.dtype not in _FULL or type(axis) is not int
             or not (axis == -1 or axis == 1) or logits.ndim != 2  # axis not True, not 1.0
-            or not labels.is_cpu or labels.numel() > MAX_ROWS or _transforms_active()
-            or _is_compiling()):
+            or not labels.is_cpu or _transforms_active() or _is_compiling()):
         return None
-    values = labels.tolist()
     try:
         code = _CODES.get(reduction)
-        if code is None or not values or min(values) < 0:
+        if code is None:
             return None
+        if labels.numel() <= MAX_ROWS:
+            values = labels.tolist()
+            if not values or min(values) < 0:
+                return None
+        elif labels.dtype is not _INT64 or labels.ndim != 1 or int(labels.amin()) < 0:
+            return None  # (float labels of the logits' shape would be probabilities to F)
         return _cross_entropy(logits, labels, None, code, -100, 0.0)
     except (TypeError, IndexError, ValueError, RuntimeError):  # what the API rejects
         return None
