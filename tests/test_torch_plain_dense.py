@@ -7,6 +7,8 @@ gradient, derivatives of derivatives and batched gradients."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -155,3 +157,20 @@ def test_derivatives_of_derivatives_and_batched_gradients(
         return (y_ * (torch.logsumexp(x_, 1, keepdim=True) - x_)).sum(1)
 
     _close(ours, second(formula))
+
+
+def test_the_label_gradient_is_relatively_accurate_at_a_confident_maximum(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``d/dlabels = lse - x`` at the maximum is ``log(s) - 0``, about 1e-10 here: computed
+    as ``r - (x - m)``, not ``(m + r) - x``, which rounds it to the ulps of ``m = 2**20``
+    (2.3e-10). (``s = 1 + 9e-11`` itself keeps 5 digits; torch's ``log_softmax`` 4 here.)"""
+    top = 2.0**20
+    x = torch.full(LARGE, top - 30, dtype=torch.float64)
+    x[:, 0] = top
+    y = torch.rand(LARGE, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    want = torch.full((LARGE[0],), 999 * math.exp(-30), dtype=torch.float64)
+    seen = _passes(monkeypatch)
+    for dim in (1, 0):  # classes last, and first
+        dy = _ours(x if dim == 1 else x.T, y if dim == 1 else y.T, dim)[2]
+        torch.testing.assert_close(dy[:, 0] if dim == 1 else dy[0], want, rtol=1e-4, atol=0)
+    assert seen == ["one pass", "one pass"]

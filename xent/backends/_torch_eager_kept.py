@@ -220,14 +220,14 @@ def _dense_gradients(labels: torch.Tensor, logits: torch.Tensor, dim: int,
     ``wanted``) for the loss's cotangent ``grad``, chunk by chunk, into new buffers."""
     g = grad.unsqueeze(dim)
     scale = rows.alpha * g / rows.s  # g U / s
-    lse = rows.m + rows.s.log()  # lse(x~)
+    r = rows.s.log()  # lse(x~) - m
     label_scale = g * dressing.keep  # g (1 - e)
     cw = dressing.class_weights
     dlabels, dlogits = (torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
                         if want else None for want in wanted)
     scratch: list[torch.Tensor] = []
     for y, x, k, m, sc, z, gy, g_c, oy, ox in _chunks(
-            dim, logits, labels, logits, dressing.mask, rows.m, scale, lse, label_scale, g,
+            dim, logits, labels, logits, dressing.mask, rows.m, scale, r, label_scale, g,
             dlabels, dlogits, size=CHUNK):
         if not scratch:
             scratch = [torch.empty_like(x) for _ in range(2)]
@@ -240,7 +240,7 @@ def _dense_gradients(labels: torch.Tensor, logits: torch.Tensor, dim: int,
             if k is not None:
                 ox.mul_(kept)
         if oy is not None:  # g (1 - e) w k (lse - x): 0 at an excluded -inf, +inf at a kept
-            torch.sub(z, x, out=oy)
+            torch.sub(z, torch.sub(x, m, out=oy), out=oy)  # r - d: relative, where d = 0
             if k is not None:
                 oy.mul_(kept).nan_to_num_(0.0, float("inf"))
             oy.mul_(gy)
