@@ -275,3 +275,21 @@ def test_every_integer_label_dtype_takes_the_kernels(dtype) -> None:  # type: ig
            for options in ({}, dict(label_smoothing=0.1, where=x > -1))]
     for g, e in zip(got, expected):
         np.testing.assert_array_equal(g, e)
+
+
+@pytest.mark.parametrize("padding", [0.1, 0.7])  # computed with the rows, or gathered out
+def test_ignore_index_alone_is_the_call_without_the_ignored_rows(padding: float) -> None:
+    """``ignore_index`` (and row weights) fold nothing into the rows: the kernel of a call
+    without options runs, and the rows not ignored are that call's, bit for bit; an ignored
+    row is 0, also with NaN logits."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3000, 500)).astype(np.float32)
+    t = rng.integers(0, 500, 3000)
+    drop = rng.random(3000) < padding
+    x[np.flatnonzero(drop)[:3]] = np.nan
+    got = xent.sparse_softmax_cross_entropy_with_logits(
+        labels=np.where(drop, IGNORE, t), logits=x, ignore_index=IGNORE)
+    assert (got[drop] == 0).all()
+    np.testing.assert_array_equal(
+        got[~drop], xent.sparse_softmax_cross_entropy_with_logits(labels=t[~drop],
+                                                                  logits=x[~drop]))

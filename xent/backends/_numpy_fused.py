@@ -50,6 +50,11 @@ class Plan:
     total: float
     underflow: float  # s below this (k excluded): terms near the smallest normal number
 
+    @property
+    def plain(self) -> bool:
+        """Nothing to fold in: no smoothing, class weights or row mask."""
+        return not self.smoothing and self.class_weights is None and self.row_mask is None
+
 
 def plan(classes: int, smoothing: float, class_weights: Any, row_mask: Any,
          dtype: np.dtype) -> Plan:
