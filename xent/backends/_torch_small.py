@@ -12,9 +12,9 @@ same messages).
 
 The kernels are those the general path calls for such input: sparse, ``F.cross_entropy``'s
 (``_torch._sparse``, reduced in the kernel as ``sparse_softmax_cross_entropy_reduced``);
-dense, ``F.cross_entropy(logits, probs)``, whose value is read back for NaN: a NaN (a zero
+dense, ``F.cross_entropy(logits, probs)``, whose value is checked for NaN: a NaN (a zero
 label at a ``-inf`` logit, or a real NaN row) leaves the call to the general path, which
-gives the masked class its finite loss (``_torch_eager.dense_loss``). A dense ``"sum"`` or
+gives the masked class its finite loss (``_torch_eager_kept.plain_loss``). A dense ``"sum"`` or
 ``"mean"`` is reduced in that kernel too (the general path sums the rows' losses after it:
 the same to an ulp, in another order).
 """
