@@ -188,22 +188,26 @@ class _Dense(torch.autograd.Function):
         return dlabels, dlogits, None, None
 
 
-def small_loss(labels: torch.Tensor, logits: torch.Tensor, dim: int) -> torch.Tensor | None:
+def small_loss(labels: torch.Tensor, logits: torch.Tensor, dim: int,
+               weight: torch.Tensor | None = None, smoothing: float = 0.0
+               ) -> torch.Tensor | None:
     """torch's own kernel on an input of at most ``NATIVE`` elements with its classes on
-    dim 1 or last, or None: a larger input, or a NaN in its values (see the module)."""
+    dim 1 or last, or None: a larger input, or a NaN in its values (see the module). With
+    class weights ``weight`` (``[C]``) and label smoothing, ``F.cross_entropy``'s for
+    probability targets: ``sum_c w_c ((1 - e) y_c + e / C) (lse - x_c)``, xent's formula."""
     size, rank = logits.numel(), logits.ndim
     if size > NATIVE or not (dim == 1 or rank == 1 or dim == rank - 1):
         return None
     if rank > 2 and dim == rank - 1:  # [..., C]: rows of classes, as F takes them
         shape = logits.shape
         return _native(labels.reshape(-1, shape[-1]), logits.reshape(-1, shape[-1]),
-                       size, shape[:-1])
-    return _native(labels, logits, size, None)
+                       size, shape[:-1], weight, smoothing)
+    return _native(labels, logits, size, None, weight, smoothing)
 
 
-def _native(labels: torch.Tensor, logits: torch.Tensor, size: int,
-            shape: Any) -> torch.Tensor | None:
-    loss = _cross_entropy(logits, labels, None, 0, -100, 0.0)
+def _native(labels: torch.Tensor, logits: torch.Tensor, size: int, shape: Any,
+            weight: torch.Tensor | None, smoothing: float) -> torch.Tensor | None:
+    loss = _cross_entropy(logits, labels, weight, 0, -100, smoothing)
     if has_nan(loss, size):  # a NaN row, or 0 * -inf at a masked class: the one pass
         return None
     return loss if shape is None else loss.reshape(shape)  # torch's value and graph

@@ -62,15 +62,23 @@ class _Rows(NamedTuple):
 def plain_loss(labels: torch.Tensor, logits: torch.Tensor, dim: int) -> torch.Tensor:
     """The dense loss without options: torch's kernel for a small input
     (``_torch_eager.small_loss``), else the module's formula with ``k = 1``, ``u = y``."""
-    small = small_loss(labels, logits, dim)
-    return loss(labels, logits, dim, Dressing.plain(logits, dim)) if small is None else small
+    return loss(labels, logits, dim, Dressing.plain(logits, dim))
 
 
 def loss(labels: torch.Tensor, logits: torch.Tensor, dim: int,
          dressing: Dressing) -> torch.Tensor:
     """The loss of ``labels`` (dense, or :class:`Dressing`'s sparse ones, then with a
     ``where`` mask) with :class:`Dressing`'s options, differentiable in both: the module's
-    formula, or the chunked kernel for a batch with a row it cannot take."""
+    formula, or the chunked kernel for a batch with a row it cannot take. Dense labels
+    without a mask on a small input take torch's own kernel, class weights and smoothing
+    included (``_torch_eager.small_loss``)."""
+    if (dressing.index is None and dressing.mask is None
+            and dressing.classes == logits.shape[dim]):
+        cw = dressing.class_weights
+        small = small_loss(labels, logits, dim, None if cw is None else cw.reshape(-1),
+                           dressing.smoothing)
+        if small is not None:
+            return small
     with torch.no_grad():
         found = _forward(labels, logits, dim, dressing)
     if found is None:

@@ -28,6 +28,7 @@ says when); row weights multiply the result, as in the composition. Measured by
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -35,6 +36,12 @@ import torch
 from xent.backends._torch_context import transformed
 
 _INF = float("inf")
+
+
+@functools.cache
+def _scalar(value: float, dtype: torch.dtype) -> torch.Tensor:
+    """A 0-d CPU tensor, never written to (``where``'s and ``index_put_``'s operand)."""
+    return torch.tensor(value, dtype=dtype)
 
 
 class Buffers:
@@ -61,11 +68,11 @@ class Dressing:
     def __init__(self, logits: torch.Tensor, dim: int, options: Any,
                  sparse_labels: torch.Tensor | None) -> None:
         self.dim, self.shape, self.dtype = dim, logits.shape, logits.dtype
-        self.minus_inf, self.zero = (torch.tensor(v, dtype=logits.dtype) for v in (-_INF, 0.0))
         self.smooths, self.keep, self.spread = options.smooths, 1.0, 0.0  # (1 - e), e / C
+        self.smoothing, self.classes = 0.0, options.num_classes or logits.shape[dim]  # e, C
         if options.smooths:
-            e = options.label_smoothing
-            self.keep, self.spread = 1.0 - e, e / (options.num_classes or logits.shape[dim])
+            e = self.smoothing = options.label_smoothing
+            self.keep, self.spread = 1.0 - e, e / self.classes
         cw = options.class_weights
         self.class_weights = None if cw is None else cw.to(logits.dtype).reshape(
             [-1 if d == dim else 1 for d in range(logits.ndim)])
@@ -80,12 +87,22 @@ class Dressing:
                 index = index.masked_fill(self.ignored, 0)
             self.index = index.unsqueeze(dim)
 
+    @property
+    def minus_inf(self) -> torch.Tensor:
+        """``-inf`` as a 0-d tensor of the dtype (shared: creating one costs ~8 us)."""
+        return _scalar(-_INF, self.dtype)
+
+    @property
+    def zero(self) -> torch.Tensor:
+        return _scalar(0.0, self.dtype)
+
     @classmethod
     def plain(cls, logits: torch.Tensor, dim: int) -> Dressing:
         """No option at all (the dense loss itself, in ``_torch_eager_kept``'s one pass)."""
         plain = cls.__new__(cls)
         plain.dim, plain.shape, plain.dtype = dim, logits.shape, logits.dtype
         plain.smooths, plain.keep, plain.spread = False, 1.0, 0.0
+        plain.smoothing, plain.classes = 0.0, logits.shape[dim]
         plain.class_weights = plain.mask = plain.ignored = plain.index = None
         return plain
 
