@@ -40,8 +40,10 @@ _INF = float("inf")
 
 @functools.cache
 def _scalar(value: float, dtype: torch.dtype) -> torch.Tensor:
-    """A 0-d CPU tensor, never written to (``where``'s and ``index_put_``'s operand)."""
-    return torch.tensor(value, dtype=dtype)
+    """A 0-d CPU tensor, never written to (``where``'s and ``index_put_``'s operand); a
+    normal tensor even if first asked for under ``torch.inference_mode``."""
+    with torch.inference_mode(False):
+        return torch.tensor(value, dtype=dtype)
 
 
 class Buffers:
