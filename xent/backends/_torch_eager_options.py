@@ -33,9 +33,11 @@ from typing import Any
 
 import torch
 
+from xent._options import Options
 from xent.backends._torch_context import transformed
 
 _INF = float("inf")
+_NO_OPTIONS = Options()
 
 
 @functools.cache
@@ -101,12 +103,7 @@ class Dressing:
     @classmethod
     def plain(cls, logits: torch.Tensor, dim: int) -> Dressing:
         """No option at all (the dense loss itself, in ``_torch_eager_kept``'s one pass)."""
-        plain = cls.__new__(cls)
-        plain.dim, plain.shape, plain.dtype = dim, logits.shape, logits.dtype
-        plain.smooths, plain.keep, plain.spread = False, 1.0, 0.0
-        plain.smoothing, plain.classes = 0.0, logits.shape[dim]
-        plain.class_weights = plain.mask = plain.ignored = plain.index = None
-        return plain
+        return cls(logits, dim, _NO_OPTIONS, None)
 
     @property
     def is_plain(self) -> bool:
