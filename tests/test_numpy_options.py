@@ -293,3 +293,31 @@ def test_ignore_index_alone_is_the_call_without_the_ignored_rows(padding: float)
     np.testing.assert_array_equal(
         got[~drop], xent.sparse_softmax_cross_entropy_with_logits(labels=t[~drop],
                                                                   logits=x[~drop]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_an_excluded_maximum_with_kept_mass_above_it_stays_in_the_fused_pass(dtype) -> None:  # type: ignore[no-untyped-def]
+    """The row maximum excluded and ``s = sum_kept exp(x - m)`` at 1.5 and far above 1:
+    ``r = log1p(s - 1)``, within a few eps of the exact loss on the kept classes, and no
+    row recomputed (sparse, dense with and without class weights, smoothing or not)."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(4, 300))
+    mask = np.ones(x.shape, bool)
+    mask[:, 7] = False
+    kept = np.delete(x, 7, axis=1)
+    lse = np.log(np.exp(kept).sum(axis=1))
+    x[:, 7] = lse - np.log([1.5, 1.5, 40.0, 1e4])  # s = 1.5, 1.5, 40, 1e4
+    x = x.astype(dtype)
+    labels = np.array([5, int(kept[1].argmax()), 9, 11])
+    cws = {"none": None, "cw": np.linspace(0.5, 2.0, 300).astype(dtype)}
+    for (name, cw), e in itertools.product(cws.items(), (0.0, 0.1)):
+        p = _numpy_fused.plan(300, e, cw, None, np.dtype(dtype))
+        k = mask.astype(dtype)
+        y = np.eye(300, dtype=dtype)[labels]
+        for kind, (loss, suspect) in (("sparse", _numpy_fused.sparse_loss(labels, x, k, p)),
+                                      ("dense", _numpy_fused.dense_loss(y, x, k, p))):
+            assert suspect is None, f"{kind} {name} e={e}"
+            smooth = (1 - e) * np.delete(y, 7, axis=1).astype(np.float64) + e / 300
+            w = np.ones(299) if cw is None else np.delete(cw, 7).astype(np.float64)
+            exact = loss_rows(smooth * w, np.delete(x, 7, axis=1))
+            assert relative_error_in_eps(loss, exact, dtype) < 8, f"{kind} {name} e={e}"

@@ -95,22 +95,31 @@ def dense_loss(y: Array, x: Array, mask: Array | None,
     """Per-row loss and suspect rows (None: none) for labels ``y`` (``[rows, C]``, the dtype
     of ``x``); ``mask`` as in :func:`sparse_loss`.
 
-    With a mask tile, the smoothing goes into the labels' own pass:
-    ``u = (1 - e) (y + e / (C (1 - e))) k w``, so ``U`` and ``D`` are two BLAS dots."""
+    A mask tile without class weights zeroes ``d`` where it excludes (in place): ``D`` is then
+    a dot of the labels alone and ``U`` a dot with the mask, with no ``[rows, C]`` product of
+    labels and mask (a third tile in the cache). With class weights, the labels' product
+    ``u = (1 - e) (y + e / (C (1 - e))) k w`` holds the smoothing too: ``U`` and ``D`` are
+    two BLAS dots."""
     flat, m = kernels.lead(x)
     d = kernels.by_rows(np.subtract, x, m[:, None], scratch("e", x.shape, x.dtype))
     e, classes = p.smoothing, p.classes
+    zeroed = mask is not None and p.class_weights is None
+    if zeroed and mask is not None:
+        np.multiply(d, mask, out=d)  # NaN where a NaN or infinite logit is excluded: suspect
     if e == 1.0:  # the labels do not matter: u = k w / C
-        total, dots = _smoothing_sums(d, mask, p)
+        total, dots = _smoothing_sums(d, mask, p, zeroed)
         return _finish(d, flat, m, mask, p, total / classes, dots / classes)
-    shift = e / (classes * (1.0 - e)) if e and mask is not None else 0.0
-    y = _weighted_labels(y, mask, p, shift)
-    u, lin = kernels.row_sum(y), kernels.row_dot(y, d)
+    shift = e / (classes * (1.0 - e)) if e and mask is not None and not zeroed else 0.0
+    if zeroed and mask is not None:
+        u, lin = kernels.row_dot(y, mask), kernels.row_dot(y, d)
+    else:
+        y = _weighted_labels(y, mask, p, shift)
+        u, lin = kernels.row_sum(y), kernels.row_dot(y, d)
     if e:
         u *= 1.0 - e
         lin *= 1.0 - e
     if e and not shift:
-        total, dots = _smoothing_sums(d, mask, p)
+        total, dots = _smoothing_sums(d, mask, p, zeroed)
         u += (e / classes) * total
         lin += (e / classes) * dots
     return _finish(d, flat, m, mask, p, u, lin)
@@ -142,43 +151,51 @@ def _label_weight(labels: Array, at: Array, mask: Array | None, p: Plan, scale: 
     return np.full(labels.shape, a, dtype) if isinstance(a, float) else a
 
 
-def _smoothing_sums(d: Array, mask: Array | None, p: Plan) -> tuple[Any, Array]:
-    """``A = sum_c k_c w_c`` (per row, or one number) and ``B = sum_c k_c w_c d_c``. A mask
-    tile with class weights zeroes ``d`` where excluded (``exp(d)`` is summed through the
-    mask anyway), to keep ``w`` on the ``[C]`` side of the dot."""
+def _smoothing_sums(d: Array, mask: Array | None, p: Plan,
+                    zeroed: bool = False) -> tuple[Any, Array]:
+    """``A = sum_c k_c w_c`` (per row, or one number) and ``B = sum_c k_c w_c d_c``.
+    ``zeroed``: ``d`` is already 0 where a mask tile excludes. With class weights, a mask tile
+    zeroes ``d`` there (``exp(d)`` is summed through the mask anyway), to keep ``w`` on the
+    ``[C]`` side of the dot."""
     if mask is None:
         w = p.row_weights
         return p.total, kernels.row_sum(d) if w is None else kernels.row_dot(d, w)
     w = p.class_weights
     if w is None:
-        return kernels.row_sum(mask), kernels.row_dot(d, mask)
-    np.multiply(d, mask, out=d)
+        return kernels.row_sum(mask), kernels.row_sum(d) if zeroed else kernels.row_dot(d, mask)
+    if not zeroed:
+        np.multiply(d, mask, out=d)
     return kernels.row_dot(mask, w), kernels.row_dot(d, w)
 
 
 def _finish(d: Array, flat: Array, m: Array, mask: Array | None, p: Plan,
             u: Any, lin: Any) -> tuple[Array, Array | None]:
-    """``loss = U r - D`` from ``d`` (overwritten by ``exp(d)``), and the suspect rows."""
+    """``loss = U r - D`` from ``d`` (overwritten by ``exp(d)``), and the suspect rows.
+
+    ``r = log1p(s + kept - 1)``: ``log1p(s)`` where the maximum is kept, and ``log(s)`` as
+    ``log1p(s - 1)`` where it is not, accurate while ``s >= 1`` (``s - 1`` exact up to 2,
+    then relatively accurate); below that (``r < 0``), ``log(s)`` on those rows."""
     np.exp(d, out=d)
     d.ravel()[flat] = 0.0  # drop the leading exp(0) = 1: log1p adds it back exactly
-    kept = None
+    kept = None  # 1 where the row's maximum is kept, 0 where it is excluded (floats)
     if mask is not None:
-        s, kept = kernels.row_dot(d, mask), mask.ravel().take(flat) != 0
+        s, kept = kernels.row_dot(d, mask), mask.ravel().take(flat)
     elif p.row_mask is not None:
         s = kernels.row_dot(d, p.row_mask)
-        kept = p.row_mask.take(flat - kernels.row_starts(d)) != 0
+        kept = p.row_mask.take(flat - kernels.row_starts(d))
     else:
         s = kernels.row_sum(d)
-    r = np.log1p(s)
-    if kept is not None and kept.all():
-        kept = None
-    if kept is not None:
-        out = ~kept
-        r[out] = np.log(s[out])  # lse~ - m < 0: no exact leading term to split off
+    t = s if kept is None else s + (kept - 1.0)
+    r = np.log1p(t)
     loss = u * r - lin
-    if kept is None and np.isfinite(np.add.reduce(loss) + np.add.reduce(m)):
-        return loss, None  # the usual tile: every row finite, every maximum kept
+    if np.isfinite(np.add.reduce(loss) + np.add.reduce(m)) and (kept is None or t.min() >= 0):
+        return loss, None  # the usual tile: every row finite, and r >= 0
+    if kept is not None:
+        low = t < 0  # maximum excluded, s < 1
+        if low.any():
+            r[low] = np.log(s[low])
+            loss = u * r - lin
     suspect = ~(np.isfinite(m) & (loss >= -u * r))  # NaN, or U r < 0 cancelling over half
     if kept is not None:
-        suspect |= ~kept & (s < p.underflow)
+        suspect |= (kept == 0) & (s < p.underflow)
     return loss, suspect if suspect.any() else None
