@@ -334,3 +334,84 @@ def test_tiny_values_equal_the_numpy_reference(rows: int, classes: int) -> None:
     got = xent.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=tf.constant(x))
     want = xent.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=x)
     np.testing.assert_allclose(got.numpy(), want, rtol=2e-7)
+
+
+# -- eager masks: one pass over the logits as given ---------------------------------------
+def _excluded_maxima_problem(options: dict[str, Any], seed: int) -> Problem:
+    """:class:`Problem` without NaN (which sends a batch to the masked logits), with rows
+    whose maximum is excluded: a little above the kept ones (row 4) and far above (row 6,
+    its label far below them and its soft labels on it: no cancellation)."""
+    problem = Problem(options, seed=seed)
+    rng = np.random.default_rng(seed)
+    x = problem.x
+    x[np.isnan(x)] = rng.normal(size=int(np.isnan(x).sum()))
+    where = problem.options["where"]
+    for row, above in ((4, 0.5), (6, 8.0)):
+        label = problem.index[row] % x.shape[1]
+        top = (label + 2) % x.shape[1]
+        where[row, [top, label]] = False, True
+        x[row, top] = x[row][where[row]].max() + above
+        if above > 1:
+            x[row, label] = x[row, top] - 20.0
+            problem.soft[row] = np.eye(x.shape[1])[label]
+    return problem
+
+
+@pytest.mark.parametrize("name", ["where", "where_smoothing", "all"])
+@pytest.mark.parametrize("sparse", [True, False], ids=["sparse", "dense"])
+def test_eager_masks_take_one_pass_over_the_logits_as_given(
+        name: str, sparse: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eager, with or without a tape: no masked copy of the logits (``tf.where``), the
+    exponentials weighted by the mask instead (``shifted``'s ``kept``), also where a row's
+    maximum is excluded; values and gradients equal the generic composition's."""
+    from xent.backends import _tensorflow_fused as fused
+
+    held: list[bool] = []
+    check = fused._one_pass_holds
+    monkeypatch.setattr(fused, "_one_pass_holds", lambda *a, **k: held.append(check(*a, **k))
+                        or held[-1])
+    options = dict(OPTION_SETS[name])
+    if not sparse:
+        options.pop("ignore_index", None)
+    problem = _excluded_maxima_problem(options, seed=4)
+    _compare("eager", problem, "float64", sparse)
+    assert held == [True], held  # the fused call (value and gradients) in one pass
+    held.clear()
+    labels = problem.index if sparse else problem.soft
+    call = (xent.sparse_softmax_cross_entropy_with_logits if sparse
+            else xent.softmax_cross_entropy_with_logits)
+    untaped = call(labels=labels, logits=tf.constant(problem.x), **problem.options)
+    assert held == [True]
+    _close(untaped, _loss(problem, "float64", sparse, False)(labels, tf.constant(problem.x)),
+           "float64", "untaped")
+
+
+@pytest.mark.parametrize("sparse", [True, False], ids=["sparse", "dense"])
+def test_eager_masks_mask_the_logits_where_one_pass_would_cancel(
+        sparse: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An excluded maximum far above a confident kept label (``log_z < 0``, the loss far
+    below ``|log_z|``): the batch runs on the masked logits, relatively accurate."""
+    from exact import loss_rows, relative_error_in_eps
+
+    from xent.backends import _tensorflow_fused as fused
+
+    held: list[bool] = []
+    check = fused._one_pass_holds
+    monkeypatch.setattr(fused, "_one_pass_holds", lambda *a, **k: held.append(check(*a, **k))
+                        or held[-1])
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3, 40))
+    x[:, 5] = x.max(axis=1) + 20.0  # the label, kept and confident: loss ~ 1e-9
+    x[:, 7] = x[:, 5] + 3.0  # excluded, above it
+    where = np.ones(x.shape, bool)
+    where[:, 7] = False
+    labels = np.full(3, 5)
+    exact = loss_rows(np.eye(39)[labels], np.delete(x, 7, axis=1))
+    if sparse:
+        got = xent.sparse_softmax_cross_entropy_with_logits(
+            labels=labels, logits=tf.constant(x), where=where)
+    else:
+        got = xent.softmax_cross_entropy_with_logits(
+            labels=np.eye(40)[labels], logits=tf.constant(x), where=where)
+    assert held == [False]
+    assert relative_error_in_eps(got.numpy(), exact, np.float64) < 8

@@ -76,28 +76,33 @@ def _or_zeros(g: tf.Tensor | None, like: tf.Tensor) -> tf.Tensor:
 
 # -- sparse -------------------------------------------------------------------------------
 def sparse_stats(labels: tf.Tensor, x: tf.Tensor, w: tf.Tensor | None = None,
-                 m: tf.Tensor | None = None, smooth: bool = False) -> list[tf.Tensor]:
-    """``[log_z, d_l]`` and, with ``smooth``, ``S``; in-range ``labels``."""
+                 m: tf.Tensor | None = None, smooth: bool = False,
+                 kept: tf.Tensor | None = None) -> list[tf.Tensor]:
+    """``[log_z, d_l]`` and, with ``smooth``, ``S``; in-range ``labels``. ``kept``: the
+    ``where`` mask as 0/1 floats, for logits not masked (``shifted``); its gradient is 0
+    at the excluded classes."""
     if not taped():
-        d, _, _, log_z = shifted(x, 1)
+        d, _, _, log_z = shifted(x, 1, kept)
         stats = [log_z, tf.gather(d, labels, batch_dims=1)]
         return stats + [_weighted_sum(d, w, m)[0]] if smooth else stats
     extra = [t for t in (w, m) if t is not None] if smooth else []
     fn = _sparse_fn(smooth, smooth and w is not None, smooth and m is not None,
-                    smooth and w is not None and watched(w))
-    return list(fn(labels, x, *extra))
+                    smooth and w is not None and watched(w), kept is not None)
+    return list(fn(labels, x, *extra, *([] if kept is None else [kept])))
 
 
 @functools.cache
-def _sparse_fn(smooth: bool, weighted: bool, masked: bool,
-               weight_grad: bool) -> Callable[..., Any]:
+def _sparse_fn(smooth: bool, weighted: bool, masked: bool, weight_grad: bool,
+               normalised: bool) -> Callable[..., Any]:
     """The differentiable :func:`sparse_stats` of one variant (cached)."""
 
     @tf.custom_gradient
     def stats(labels: tf.Tensor, x: tf.Tensor, *extra: tf.Tensor) -> Any:
+        kept = extra[-1] if normalised else None
+        extra = extra[:-1] if normalised else extra
         w = extra[0] if weighted else None
         m = extra[-1] if masked else None
-        d, e, total, log_z = shifted(x, 1)
+        d, e, total, log_z = shifted(x, 1, kept)
         out = [log_z, tf.gather(d, labels, batch_dims=1)]
         dz = None
         if smooth:
@@ -116,6 +121,8 @@ def _sparse_fn(smooth: bool, weighted: bool, masked: bool,
                     grads.append(_weight_grad(dz, g) if weight_grad else None)
                 if masked:
                     grads.append(None)
+            if normalised:
+                grads.append(None)
             grads[1] = _add_at(dx, labels, g_dl)
             return grads
 
@@ -126,14 +133,18 @@ def _sparse_fn(smooth: bool, weighted: bool, masked: bool,
 
 # -- dense --------------------------------------------------------------------------------
 def dense_stats(u: tf.Tensor, x: tf.Tensor, w: tf.Tensor | None = None,
-                m: tf.Tensor | None = None) -> list[tf.Tensor]:
-    """``[L, log_z, S]`` for effective labels ``u`` (0 at the excluded classes)."""
+                m: tf.Tensor | None = None, kept: tf.Tensor | None = None,
+                smooth: bool = True) -> list[tf.Tensor]:
+    """``[L, log_z, S]`` for effective labels ``u`` (0 at the excluded classes); ``kept`` as
+    in :func:`sparse_stats`. Without ``smooth``, ``S`` is not computed (0)."""
     if not taped():
-        d, _, _, log_z = shifted(x, 1)
-        return [_dense_loss(u, d, log_z), log_z, _weighted_sum(d, w, m)[0]]
+        d, _, _, log_z = shifted(x, 1, kept)
+        s = _weighted_sum(d, w, m)[0] if smooth else tf.zeros_like(log_z)
+        return [_dense_loss(u, d, log_z), log_z, s]
     extra = [t for t in (w, m) if t is not None]
-    fn = _dense_fn(watched(u), w is not None, m is not None, w is not None and watched(w))
-    return list(fn(u, x, *extra))
+    fn = _dense_fn(watched(u), w is not None, m is not None, w is not None and watched(w),
+                   kept is not None, smooth)
+    return list(fn(u, x, *extra, *([] if kept is None else [kept])))
 
 
 def _dense_loss(u: tf.Tensor, d: tf.Tensor, log_z: tf.Tensor) -> tf.Tensor:
@@ -142,29 +153,34 @@ def _dense_loss(u: tf.Tensor, d: tf.Tensor, log_z: tf.Tensor) -> tf.Tensor:
 
 
 @functools.cache
-def _dense_fn(label_grad: bool, weighted: bool, masked: bool,
-              weight_grad: bool) -> Callable[..., Any]:
+def _dense_fn(label_grad: bool, weighted: bool, masked: bool, weight_grad: bool,
+              normalised: bool = False, smooth: bool = True) -> Callable[..., Any]:
     """The differentiable :func:`dense_stats` of one variant (cached)."""
 
     @tf.custom_gradient
     def stats(u: tf.Tensor, x: tf.Tensor, *extra: tf.Tensor) -> Any:
+        kept = extra[-1] if normalised else None
+        extra = extra[:-1] if normalised else extra
         w = extra[0] if weighted else None
         m = extra[-1] if masked else None
-        d, e, total, log_z = shifted(x, 1)
-        s, dz = _weighted_sum(d, w, m)
+        d, e, total, log_z = shifted(x, 1, kept)
+        s, dz = _weighted_sum(d, w, m) if smooth else (tf.zeros_like(log_z), None)
         weight = tf.reduce_sum(u, 1)
 
         def grad(g_l: tf.Tensor, g_logz: tf.Tensor, g_s: tf.Tensor) -> list[Any]:
             # d/dx = p (sum(u) g_L + g_logz) - u g_L + v g_S;  d/du = (log_z - d) g_L
             g_l, g_logz, g_s = (_or_zeros(g, log_z) for g in (g_l, g_logz, g_s))
             g = tf.expand_dims(g_l, 1)
-            dx = (e * _zero_safe_scale(g_l * weight + g_logz, total) - u * g
-                  + _v_times(g_s, w, m))
+            dx = e * _zero_safe_scale(g_l * weight + g_logz, total) - u * g
+            if smooth:
+                dx = dx + _v_times(g_s, w, m)
             du = tf.math.multiply_no_nan(tf.expand_dims(log_z, 1) - d, g) if label_grad else None
             grads = [du, dx]
             if weighted:
-                grads.append(_weight_grad(dz, g_s) if weight_grad else None)
+                grads.append(_weight_grad(dz, g_s) if weight_grad and smooth else None)
             if masked:
+                grads.append(None)
+            if normalised:
                 grads.append(None)
             return grads
 

@@ -65,18 +65,31 @@ except ImportError:  # a TF that moved it: assume one may
         return True
 
 
-def shifted(x: tf.Tensor, axis: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+def shifted(x: tf.Tensor, axis: int, kept: tf.Tensor | None = None
+            ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """``(d, e, total, log_z)``: ``d = x - max(x)``, ``e = exp(d)``, and per row
     ``total = sum(e)`` and ``log_z = logsumexp(x) - max(x)``, accurate when ``log_z << 1``.
 
     A row with a NaN logit (``max`` is NaN), a ``+inf`` logit (its ``d`` is NaN) or every
-    logit ``-inf`` (``d = -inf - -inf``) has NaN ``total`` and ``log_z``."""
+    logit ``-inf`` (``d = -inf - -inf``) has NaN ``total`` and ``log_z``.
+
+    ``kept``: a ``where`` mask as 0/1 floats (broadcastable to ``x``): ``e = kept exp(d)``,
+    so that ``total`` and ``log_z`` are those of the kept classes, still from the maximum
+    over *every* class. Where that maximum is excluded, ``log_z = log(total)``, which may be
+    below 0 (the caller checks those rows for cancellation and underflow; ``-inf`` for a
+    row with no class left). A NaN or infinite logit, kept or not, makes the row NaN."""
     d = x - tf.reduce_max(x, axis, keepdims=True)
     e = tf.exp(d)
+    if kept is not None:
+        e = e * kept
     total = tf.reduce_sum(e, axis)
     below = tf.reduce_sum(tf.where(d < 0, e, 0.0), axis)  # all classes but the maximum
     # rest = total - 1 without rounding 1 + below: add 1 per further class tied at the maximum
-    return d, e, total, tf.math.log1p(below + (tf.round(total - below) - 1))
+    ties = tf.round(total - below)
+    log_z = tf.math.log1p(below + (ties - 1))
+    if kept is not None:  # no kept class at the maximum: log_z = log(total) < 0 may be
+        log_z = tf.where(ties > 0, log_z, tf.math.log(total))
+    return d, e, total, log_z
 
 
 def log_softmax(x: tf.Tensor, axis: int) -> tf.Tensor:
