@@ -170,12 +170,14 @@ def test_full_smoothing_and_reductions(kind: str) -> None:
     assert_agree(per_row, expected, np.float64, "e = 1")
 
 
+@pytest.mark.parametrize("masked", [True, False], ids=["mask", "no mask"])
 @pytest.mark.parametrize("kind", ["sparse", "dense"])
-def test_ordinary_rows_take_the_fused_path(kind: str) -> None:
-    """Finite logits with a random mask: no row falls back to the generic composition."""
+def test_ordinary_rows_take_the_fused_path(kind: str, masked: bool) -> None:
+    """Finite logits with a random mask (or none), class weights and smoothing: no row falls
+    back to the generic composition."""
     rng = np.random.default_rng(2)
     x = rng.normal(scale=4.0, size=(300, 500)).astype(np.float32)
-    mask = (rng.random(x.shape) < 0.9).astype(np.float32)
+    mask = (rng.random(x.shape) < 0.9).astype(np.float32) if masked else None
     p = _numpy_fused.plan(500, 0.1, rng.uniform(0.5, 2, 500), None, np.dtype(np.float32))
     if kind == "sparse":
         _, suspect = _numpy_fused.sparse_loss(rng.integers(0, 500, 300), x, mask, p)

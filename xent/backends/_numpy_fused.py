@@ -95,11 +95,12 @@ def dense_loss(y: Array, x: Array, mask: Array | None,
     """Per-row loss and suspect rows (None: none) for labels ``y`` (``[rows, C]``, the dtype
     of ``x``); ``mask`` as in :func:`sparse_loss`.
 
-    A mask tile without class weights zeroes ``d`` where it excludes (in place): ``D`` is then
-    a dot of the labels alone and ``U`` a dot with the mask, with no ``[rows, C]`` product of
-    labels and mask (a third tile in the cache). With class weights, the labels' product
-    ``u = (1 - e) (y + e / (C (1 - e))) k w`` holds the smoothing too: ``U`` and ``D`` are
-    two BLAS dots."""
+    No product of the labels is written where it can be helped (a third tile in the cache,
+    written out of place): class weights or a row mask without a mask tile take ``exp(d)``
+    aside and then weigh ``d`` in place (``U = y . kw``, ``D = y . (kw d)``); a mask tile
+    without class weights zeroes ``d`` where it excludes (``U = y . k``, ``D = y . d``). With
+    both, the labels' product ``u = (1 - e) (y + e / (C (1 - e))) k w`` holds the smoothing
+    too: ``U`` and ``D`` are two BLAS dots."""
     flat, m = kernels.lead(x)
     d = kernels.by_rows(np.subtract, x, m[:, None], scratch("e", x.shape, x.dtype))
     e, classes = p.smoothing, p.classes
@@ -109,6 +110,15 @@ def dense_loss(y: Array, x: Array, mask: Array | None,
     if e == 1.0:  # the labels do not matter: u = k w / C
         total, dots = _smoothing_sums(d, mask, p, zeroed)
         return _finish(d, flat, m, mask, p, total / classes, dots / classes)
+    w = p.row_weights
+    if mask is None and w is not None:  # exp(d) aside, then d <- k w d in place
+        ex = np.exp(d, out=scratch("u", d.shape, d.dtype))
+        kernels.by_rows(np.multiply, d, w, d)  # NaN at 0 * -inf: suspect
+        u, lin = kernels.row_dot(y, w), kernels.row_dot(y, d)
+        if e:
+            u = (1.0 - e) * u + (e / classes) * p.total
+            lin = (1.0 - e) * lin + (e / classes) * kernels.row_sum(d)
+        return _finish(d, flat, m, mask, p, u, lin, ex)
     shift = e / (classes * (1.0 - e)) if e and mask is not None and not zeroed else 0.0
     if zeroed and mask is not None:
         u, lin = kernels.row_dot(y, mask), kernels.row_dot(y, d)
@@ -126,15 +136,14 @@ def dense_loss(y: Array, x: Array, mask: Array | None,
 
 
 def _weighted_labels(y: Array, mask: Array | None, p: Plan, shift: float) -> Array:
-    """``(y + shift) k w`` in one scratch array; ``y`` itself when nothing applies."""
-    w = p.row_weights if mask is None else p.class_weights
-    if mask is None and w is None:
+    """``(y + shift) k w`` for a mask tile, in one scratch array; ``y`` itself without."""
+    if mask is None:
         return y
     out = scratch("u", y.shape, y.dtype)
     if shift:
         y = np.add(y, shift, out=out)
-    if mask is not None:
-        y = np.multiply(y, mask, out=out)
+    y = np.multiply(y, mask, out=out)
+    w = p.class_weights
     return y if w is None else kernels.by_rows(np.multiply, y, w, out)
 
 
@@ -169,22 +178,23 @@ def _smoothing_sums(d: Array, mask: Array | None, p: Plan,
 
 
 def _finish(d: Array, flat: Array, m: Array, mask: Array | None, p: Plan,
-            u: Any, lin: Any) -> tuple[Array, Array | None]:
-    """``loss = U r - D`` from ``d`` (overwritten by ``exp(d)``), and the suspect rows.
+            u: Any, lin: Any, e: Array | None = None) -> tuple[Array, Array | None]:
+    """``loss = U r - D`` from ``e = exp(d)`` (given, or ``d`` overwritten by it), and the
+    suspect rows.
 
     ``r = log1p(s + kept - 1)``: ``log1p(s)`` where the maximum is kept, and ``log(s)`` as
     ``log1p(s - 1)`` where it is not, accurate while ``s >= 1`` (``s - 1`` exact up to 2,
     then relatively accurate); below that (``r < 0``), ``log(s)`` on those rows."""
-    np.exp(d, out=d)
-    d.ravel()[flat] = 0.0  # drop the leading exp(0) = 1: log1p adds it back exactly
+    e = np.exp(d, out=d) if e is None else e
+    e.ravel()[flat] = 0.0  # drop the leading exp(0) = 1: log1p adds it back exactly
     kept = None  # 1 where the row's maximum is kept, 0 where it is excluded (floats)
     if mask is not None:
-        s, kept = kernels.row_dot(d, mask), mask.ravel().take(flat)
+        s, kept = kernels.row_dot(e, mask), mask.ravel().take(flat)
     elif p.row_mask is not None:
-        s = kernels.row_dot(d, p.row_mask)
-        kept = p.row_mask.take(flat - kernels.row_starts(d))
+        s = kernels.row_dot(e, p.row_mask)
+        kept = p.row_mask.take(flat - kernels.row_starts(e))
     else:
-        s = kernels.row_sum(d)
+        s = kernels.row_sum(e)
     t = s if kept is None else s + (kept - 1.0)
     r = np.log1p(t)
     loss = u * r - lin
