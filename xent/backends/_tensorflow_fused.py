@@ -25,9 +25,9 @@ In eager code on the CPU, a ``where`` mask writes no ``x~``: the pass runs on th
 given, from the maximum over *every* class, with its exponentials weighted by the mask as
 0/1 floats (``shifted``'s ``kept``; ``log_z`` is then the log of the kept sum, below 0 where
 the maximum is excluded far above the kept classes), which spares the select and ``exp`` of
-``-inf`` (one pass, and ``exp`` is slower on ``-inf``): 1.3-1.6x -> 1.3-1.45x of the call
-without options for ``where`` alone, 1.9-2.1x -> 1.65-2.05x with every option
-(``benchmarks/options.py``). Its value and gradients are the formula's wherever it is finite,
+``-inf`` (one pass, and ``exp`` is slower on ``-inf``): 1.3-1.5x -> 1.2-1.5x of the call
+without options for ``where`` alone, 1.9-2.1x -> 1.65-1.95x with every option
+(``benchmarks/options.py``); under a tape, forward and backward, 1.7-2.0x -> 1.4-1.65x. Its value and gradients are the formula's wherever it is finite,
 except on the rows ``_numpy_fused`` calls suspect (a NaN or infinite logit, kept or not;
 cancellation or underflow where the maximum is excluded; no class left), which
 :func:`_one_pass_holds` finds by one flag read on the host: a batch with such a row runs
@@ -138,13 +138,16 @@ def _kept(m: tf.Tensor | None, w: tf.Tensor | None, dtype: tf.DType) -> tf.Tenso
     return tf.cast(m, dtype)
 
 
-def _normaliser(m: tf.Tensor, kept: tf.Tensor | None, w: tf.Tensor | None,
+def _zero_weights(w: tf.Tensor | None, host: bool) -> bool:
+    """Whether a class weight may be 0 (read on the host where :func:`_host_checked`)."""
+    return w is not None and not (host and bool(tf.reduce_all(tf.not_equal(w, 0.0))))
+
+
+def _normaliser(m: tf.Tensor, kept: tf.Tensor | None, zero_weights: bool,
                 dtype: tf.DType) -> tf.Tensor:
-    """The ``where`` mask as 0/1 floats for the softmax's normalisation (eager): ``kept``
-    itself unless a class weight is 0 (a kept class of weight 0 is still normalised over)."""
-    if kept is not None and (w is None or bool(tf.reduce_all(tf.not_equal(w, 0.0)))):
-        return kept
-    return tf.cast(m, dtype)
+    """The ``where`` mask as 0/1 floats for the softmax's normalisation: ``kept`` itself
+    unless a class weight is 0 (a kept class of weight 0 is still normalised over)."""
+    return kept if kept is not None and not zero_weights else tf.cast(m, dtype)
 
 
 def _host_checked(x: tf.Tensor) -> bool:
@@ -203,7 +206,9 @@ def sparse_rows(labels: Any, logits: Any, axis: int, opt: _options.Options) -> A
         index = tf.where(valid, index, tf.zeros([], index.dtype))
     m = None if opt.where is None else layout.mask(opt.where)
     w = None if opt.class_weights is None else _compute(opt.class_weights)
-    kept = _kept(m, w, dtype) if opt.smooths else None
+    host = m is not None and _host_checked(x)
+    zero_weights = _zero_weights(w, host)
+    kept = _kept(m, w if zero_weights else None, dtype) if opt.smooths else None
     a = None  # the label's coefficient, 1 if None
     if opt.smooths:
         a = tf.constant(1.0 - opt.label_smoothing, dtype)
@@ -226,9 +231,9 @@ def sparse_rows(labels: Any, logits: Any, axis: int, opt: _options.Options) -> A
         return loss
 
     loss = None
-    if m is not None and _host_checked(x):
+    if host:
         stats = kernels.sparse_stats(index, x, w, kept, opt.smooths,
-                                     kept=_normaliser(m, kept, w, dtype))
+                                     kept=_normaliser(m, kept, zero_weights, dtype))
         loss = row_loss(stats)
         scale = (1.0 if a is None else a) + (0.0 if spread is None else b * spread)
         if not _one_pass_holds(loss, stats[0], lambda: scale, layout, ignored):
@@ -256,7 +261,9 @@ def dense_rows(labels: Any, logits: Any, axis: int, opt: _options.Options) -> An
     u = layout.labels(y)
     m = None if opt.where is None else layout.mask(opt.where)
     w = None if opt.class_weights is None else _compute(opt.class_weights)
-    kept = _kept(m, w, dtype)
+    host = m is not None and _host_checked(x)
+    zero_weights = _zero_weights(w, host)
+    kept = _kept(m, w if zero_weights else None, dtype)
     if m is not None:
         u = tf.math.multiply_no_nan(u, kept)  # 0 at an excluded class, even for a NaN label
     if w is not None:
@@ -270,8 +277,8 @@ def dense_rows(labels: Any, logits: Any, axis: int, opt: _options.Options) -> An
         return main if spread is None else (1.0 - e) * main + b * (spread * log_z - s)
 
     loss = None
-    if m is not None and _host_checked(x):
-        stats = kernels.dense_stats(u, x, w, kept, kept=_normaliser(m, kept, w, dtype),
+    if host:
+        stats = kernels.dense_stats(u, x, w, kept, kept=_normaliser(m, kept, zero_weights, dtype),
                                     smooth=opt.smooths)
         loss = row_loss(stats)
 
