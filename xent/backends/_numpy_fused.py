@@ -104,9 +104,10 @@ def dense_loss(y: Array, x: Array, mask: Array | None,
     flat, m = kernels.lead(x)
     d = kernels.by_rows(np.subtract, x, m[:, None], scratch("e", x.shape, x.dtype))
     e, classes = p.smoothing, p.classes
-    zeroed = mask is not None and p.class_weights is None
-    if zeroed and mask is not None:
-        np.multiply(d, mask, out=d)  # NaN where a NaN or infinite logit is excluded: suspect
+    zero_at = mask if p.class_weights is None else None  # a mask tile applied to d itself
+    zeroed = zero_at is not None
+    if zero_at is not None:
+        np.multiply(d, zero_at, out=d)  # NaN where a NaN or infinite logit is excluded: suspect
     if e == 1.0:  # the labels do not matter: u = k w / C
         total, dots = _smoothing_sums(d, mask, p, zeroed)
         return _finish(d, flat, m, mask, p, total / classes, dots / classes)
@@ -120,8 +121,8 @@ def dense_loss(y: Array, x: Array, mask: Array | None,
             lin = (1.0 - e) * lin + (e / classes) * kernels.row_sum(d)
         return _finish(d, flat, m, mask, p, u, lin, ex)
     shift = e / (classes * (1.0 - e)) if e and mask is not None and not zeroed else 0.0
-    if zeroed and mask is not None:
-        u, lin = kernels.row_dot(y, mask), kernels.row_dot(y, d)
+    if zero_at is not None:
+        u, lin = kernels.row_dot(y, zero_at), kernels.row_dot(y, d)
     else:
         y = _weighted_labels(y, mask, p, shift)
         u, lin = kernels.row_sum(y), kernels.row_dot(y, d)

@@ -27,11 +27,12 @@ given, from the maximum over *every* class, with its exponentials weighted by th
 the maximum is excluded far above the kept classes), which spares the select and ``exp`` of
 ``-inf`` (one pass, and ``exp`` is slower on ``-inf``): 1.3-1.5x -> 1.2-1.5x of the call
 without options for ``where`` alone, 1.9-2.1x -> 1.65-1.95x with every option
-(``benchmarks/options.py``); under a tape, forward and backward, 1.7-2.0x -> 1.4-1.65x. Its value and gradients are the formula's wherever it is finite,
-except on the rows ``_numpy_fused`` calls suspect (a NaN or infinite logit, kept or not;
-cancellation or underflow where the maximum is excluded; no class left), which
-:func:`_one_pass_holds` finds by one flag read on the host: a batch with such a row runs
-again on ``x~``. On an accelerator, and while tracing, ``x~`` as before.
+(``benchmarks/options.py``); under a tape, forward and backward, 1.7-2.0x -> 1.4-1.65x. Its
+value and gradients are the formula's wherever it is finite, except on the rows
+``_numpy_fused`` calls suspect (a NaN or infinite logit, kept or not; cancellation or
+underflow where the maximum is excluded; no class left), which :func:`_one_pass_holds` finds
+by one flag read on the host: a batch with such a row runs again on ``x~``. On an
+accelerator, and while tracing, ``x~`` as before.
 
 Not handled here (the caller composes ``_options`` instead): logits or a mask of unknown
 rank.
