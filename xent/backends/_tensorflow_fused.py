@@ -234,7 +234,7 @@ def sparse_rows(labels: Any, logits: Any, axis: int, opt: _options.Options) -> A
     loss = None
     if host:
         stats = kernels.sparse_stats(index, x, w, kept, opt.smooths,
-                                     kept=_normaliser(m, kept, zero_weights, dtype))
+                                     normaliser=_normaliser(m, kept, zero_weights, dtype))
         loss = row_loss(stats)
         scale = (1.0 if a is None else a) + (0.0 if spread is None else b * spread)
         if not _one_pass_holds(loss, stats[0], lambda: scale, layout, ignored):
@@ -279,8 +279,8 @@ def dense_rows(labels: Any, logits: Any, axis: int, opt: _options.Options) -> An
 
     loss = None
     if host:
-        stats = kernels.dense_stats(u, x, w, kept, kept=_normaliser(m, kept, zero_weights, dtype),
-                                    smooth=opt.smooths)
+        normaliser = _normaliser(m, kept, zero_weights, dtype)
+        stats = kernels.dense_stats(u, x, w, kept, normaliser=normaliser, smooth=opt.smooths)
         loss = row_loss(stats)
 
         def scale() -> Any:

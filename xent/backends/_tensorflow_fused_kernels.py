@@ -77,18 +77,18 @@ def _or_zeros(g: tf.Tensor | None, like: tf.Tensor) -> tf.Tensor:
 # -- sparse -------------------------------------------------------------------------------
 def sparse_stats(labels: tf.Tensor, x: tf.Tensor, w: tf.Tensor | None = None,
                  m: tf.Tensor | None = None, smooth: bool = False,
-                 kept: tf.Tensor | None = None) -> list[tf.Tensor]:
-    """``[log_z, d_l]`` and, with ``smooth``, ``S``; in-range ``labels``. ``kept``: the
-    ``where`` mask as 0/1 floats, for logits not masked (``shifted``); its gradient is 0
-    at the excluded classes."""
+                 normaliser: tf.Tensor | None = None) -> list[tf.Tensor]:
+    """``[log_z, d_l]`` and, with ``smooth``, ``S``; in-range ``labels``. ``normaliser``:
+    the ``where`` mask as 0/1 floats, for logits not masked (``shifted``'s ``kept``); the
+    gradient is 0 at the classes it excludes."""
     if not taped():
-        d, _, _, log_z = shifted(x, 1, kept)
+        d, _, _, log_z = shifted(x, 1, normaliser)
         stats = [log_z, tf.gather(d, labels, batch_dims=1)]
         return stats + [_weighted_sum(d, w, m)[0]] if smooth else stats
     extra = [t for t in (w, m) if t is not None] if smooth else []
     fn = _sparse_fn(smooth, smooth and w is not None, smooth and m is not None,
-                    smooth and w is not None and watched(w), kept is not None)
-    return list(fn(labels, x, *extra, *([] if kept is None else [kept])))
+                    smooth and w is not None and watched(w), normaliser is not None)
+    return list(fn(labels, x, *extra, *([] if normaliser is None else [normaliser])))
 
 
 @functools.cache
@@ -98,11 +98,11 @@ def _sparse_fn(smooth: bool, weighted: bool, masked: bool, weight_grad: bool,
 
     @tf.custom_gradient
     def stats(labels: tf.Tensor, x: tf.Tensor, *extra: tf.Tensor) -> Any:
-        kept = extra[-1] if normalised else None
+        normaliser = extra[-1] if normalised else None
         extra = extra[:-1] if normalised else extra
         w = extra[0] if weighted else None
         m = extra[-1] if masked else None
-        d, e, total, log_z = shifted(x, 1, kept)
+        d, e, total, log_z = shifted(x, 1, normaliser)
         out = [log_z, tf.gather(d, labels, batch_dims=1)]
         dz = None
         if smooth:
@@ -133,18 +133,18 @@ def _sparse_fn(smooth: bool, weighted: bool, masked: bool, weight_grad: bool,
 
 # -- dense --------------------------------------------------------------------------------
 def dense_stats(u: tf.Tensor, x: tf.Tensor, w: tf.Tensor | None = None,
-                m: tf.Tensor | None = None, kept: tf.Tensor | None = None,
+                m: tf.Tensor | None = None, normaliser: tf.Tensor | None = None,
                 smooth: bool = True) -> list[tf.Tensor]:
-    """``[L, log_z, S]`` for effective labels ``u`` (0 at the excluded classes); ``kept`` as
-    in :func:`sparse_stats`. Without ``smooth``, ``S`` is not computed (0)."""
+    """``[L, log_z, S]`` for effective labels ``u`` (0 at the excluded classes);
+    ``normaliser`` as in :func:`sparse_stats`. Without ``smooth``, ``S`` is not computed (0)."""
     if not taped():
-        d, _, _, log_z = shifted(x, 1, kept)
+        d, _, _, log_z = shifted(x, 1, normaliser)
         s = _weighted_sum(d, w, m)[0] if smooth else tf.zeros_like(log_z)
         return [_dense_loss(u, d, log_z), log_z, s]
     extra = [t for t in (w, m) if t is not None]
     fn = _dense_fn(watched(u), w is not None, m is not None, w is not None and watched(w),
-                   kept is not None, smooth)
-    return list(fn(u, x, *extra, *([] if kept is None else [kept])))
+                   normaliser is not None, smooth)
+    return list(fn(u, x, *extra, *([] if normaliser is None else [normaliser])))
 
 
 def _dense_loss(u: tf.Tensor, d: tf.Tensor, log_z: tf.Tensor) -> tf.Tensor:
@@ -159,11 +159,11 @@ def _dense_fn(label_grad: bool, weighted: bool, masked: bool, weight_grad: bool,
 
     @tf.custom_gradient
     def stats(u: tf.Tensor, x: tf.Tensor, *extra: tf.Tensor) -> Any:
-        kept = extra[-1] if normalised else None
+        normaliser = extra[-1] if normalised else None
         extra = extra[:-1] if normalised else extra
         w = extra[0] if weighted else None
         m = extra[-1] if masked else None
-        d, e, total, log_z = shifted(x, 1, kept)
+        d, e, total, log_z = shifted(x, 1, normaliser)
         s, dz = _weighted_sum(d, w, m) if smooth else (tf.zeros_like(log_z), None)
         weight = tf.reduce_sum(u, 1)
 
