@@ -179,14 +179,14 @@ def _smoothing_sums(d: Array, mask: Array | None, p: Plan,
 
 
 def _finish(d: Array, flat: Array, m: Array, mask: Array | None, p: Plan,
-            u: Any, lin: Any, e: Array | None = None) -> tuple[Array, Array | None]:
-    """``loss = U r - D`` from ``e = exp(d)`` (given, or ``d`` overwritten by it), and the
+            u: Any, lin: Any, exps: Array | None = None) -> tuple[Array, Array | None]:
+    """``loss = U r - D`` from ``exps = exp(d)`` (given, or ``d`` overwritten by it), and the
     suspect rows.
 
     ``r = log1p(s + kept - 1)``: ``log1p(s)`` where the maximum is kept, and ``log(s)`` as
     ``log1p(s - 1)`` where it is not, accurate while ``s >= 1`` (``s - 1`` exact up to 2,
     then relatively accurate); below that (``r < 0``), ``log(s)`` on those rows."""
-    e = np.exp(d, out=d) if e is None else e
+    e = np.exp(d, out=d) if exps is None else exps
     e.ravel()[flat] = 0.0  # drop the leading exp(0) = 1: log1p adds it back exactly
     kept = None  # 1 where the row's maximum is kept, 0 where it is excluded (floats)
     if mask is not None:

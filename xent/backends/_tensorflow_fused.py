@@ -236,8 +236,10 @@ def sparse_rows(labels: Any, logits: Any, axis: int, opt: _options.Options) -> A
         stats = kernels.sparse_stats(index, x, w, kept, opt.smooths,
                                      normaliser=_normaliser(m, kept, zero_weights, dtype))
         loss = row_loss(stats)
-        scale = (1.0 if a is None else a) + (0.0 if spread is None else b * spread)
-        if not _one_pass_holds(loss, stats[0], lambda: scale, layout, ignored):
+        def scale() -> Any:  # the coefficient of log_z (only read where log_z < 0)
+            return (1.0 if a is None else a) + (0.0 if spread is None else b * spread)
+
+        if not _one_pass_holds(loss, stats[0], scale, layout, ignored):
             loss = None
     if loss is None:
         if m is not None:
