@@ -58,7 +58,8 @@ def test_answers_as_the_general_path(dtype: torch.dtype, reduction: str, axis: i
     "65 rows, a label -1", "65 rows, probabilities", "65 rows, int32", "65 rows, 2-D labels",
     "label out of range", "label -100", "2-D labels", "bad reduction", "no classes",
     "rows mismatch", "Parameter labels", "float labels", "bool labels", "0-d labels",
-    "unhashable reduction", "one row, no classes",
+    "unhashable reduction", "one row, no classes", "a label -1", "probabilities",
+    "int labels of the logits' shape",
 ])
 def test_leaves_anything_unusual_to_the_general_path(case: str) -> None:
     logits, _, index = _inputs(torch.float32)
@@ -108,6 +109,12 @@ def test_leaves_anything_unusual_to_the_general_path(case: str) -> None:
         logits, labels = torch.randn(1, 0), index[:1]
     elif case == "Parameter labels":
         labels = torch.nn.Parameter(logits.softmax(1))
+    elif case == "a label -1":  # the kernel's IndexError (only -100 is read on the host)
+        labels = torch.tensor([0, -1, 0, 0, 0])
+    elif case == "probabilities":  # F would take them for dense labels
+        labels = logits.softmax(1)
+    elif case == "int labels of the logits' shape":
+        labels = torch.zeros(logits.shape, dtype=torch.int64)
     fast = small.dense if case == "Parameter labels" else small.sparse
     assert fast(labels, logits, axis, reduction) is None
 

@@ -27,9 +27,10 @@ import torch
 import torch.autograd.forward_ad as forward_ad
 from torch._C._functorch import is_legacy_batchedtensor as _legacy_batched
 
-from xent.backends._torch_eager import NATIVE, has_nan
+from xent.backends._torch_eager import NATIVE, SMALL, has_nan
 
 MAX_ROWS = 64  # up to this many sparse labels, read on the host (faster than torch's amin)
+_IGNORED = -100  # the kernel's ignore_index: any other negative label is its IndexError
 _INT64 = torch.int64
 _TENSOR = torch.Tensor
 _FULL = (torch.float32, torch.float64)
@@ -43,12 +44,14 @@ _is_compiling = torch.compiler.is_compiling
 def sparse(labels: Any, logits: torch.Tensor, axis: object, reduction: object) -> Any:
     """The sparse loss, or None where the general path must run.
 
-    Every check is one that only accepts, spelled for the ~1 us they may cost in all. The
-    labels' lower bound is checked here (so no label is the kernel's ``ignore_index``,
-    -100); the kernel checks the rest and raises, which sends the call to the general path
-    to raise its own error: ``IndexError`` for a label >= C (also where C is 0),
-    ``ValueError`` for a batch mismatch, ``RuntimeError`` for labels not int64. Labels of
-    another rank do not read as a flat list of numbers; an unhashable reduction is no key."""
+    Every check is one that only accepts, spelled for the ~1 us they may cost in all. No
+    label may be the kernel's ``ignore_index`` (-100: up to 64 labels are read on the host,
+    more by ``amin``); the kernel checks the rest and raises, which sends the call to the
+    general path to raise its own error: ``IndexError`` for a label >= C or another
+    negative one (also where C is 0), ``ValueError`` for a batch mismatch,
+    ``RuntimeError`` for labels not int64. Labels of another rank or dtype do not read as
+    a flat list of ints (float labels of the logits' shape would be probabilities to the
+    kernel); an unhashable reduction is no key."""
     if (type(labels) is not _TENSOR or logits.dtype not in _FULL or type(axis) is not int
             or not (axis == -1 or axis == 1) or logits.ndim != 2  # axis not True, not 1.0
             or not labels.is_cpu or _transforms_active() or _is_compiling()):
@@ -58,12 +61,12 @@ def sparse(labels: Any, logits: torch.Tensor, axis: object, reduction: object) -
         if code is None:
             return None
         if labels.numel() <= MAX_ROWS:
-            values = labels.tolist()
-            if not values or min(values) < 0:
+            values = labels.tolist()  # ints: other types and nested lists are refused
+            if not values or type(values[0]) is not int or _IGNORED in values:
                 return None
         elif labels.dtype is not _INT64 or labels.ndim != 1 or int(labels.amin()) < 0:
             return None  # (float labels of the logits' shape would be probabilities to F)
-        return _cross_entropy(logits, labels, None, code, -100, 0.0)
+        return _cross_entropy(logits, labels, None, code, _IGNORED, 0.0)
     except (TypeError, IndexError, ValueError, RuntimeError):  # what the API rejects
         return None
 
@@ -85,5 +88,8 @@ def dense(labels: Any, logits: torch.Tensor, axis: object, reduction: object) ->
     size = shape[0] * shape[1]
     if size > NATIVE:
         return None
-    loss = _cross_entropy(logits, labels, None, code, -100, 0.0)
-    return None if has_nan(loss, size) else loss  # NaN: the general path's masked-class fix
+    loss = _cross_entropy(logits, labels, None, code, _IGNORED, 0.0)
+    if size > SMALL:
+        return None if has_nan(loss, size) else loss  # NaN: the general path's fix
+    total = loss.item() if code else sum(loss.tolist())  # has_nan's host read, inline
+    return loss if total == total else None
