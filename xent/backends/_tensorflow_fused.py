@@ -144,11 +144,11 @@ def _zero_weights(w: tf.Tensor | None, host: bool) -> bool:
     return w is not None and not (host and bool(tf.reduce_all(tf.not_equal(w, 0.0))))
 
 
-def _normaliser(m: tf.Tensor, kept: tf.Tensor | None, zero_weights: bool,
-                dtype: tf.DType) -> tf.Tensor:
-    """The ``where`` mask as 0/1 floats for the softmax's normalisation: ``kept`` itself
-    unless a class weight is 0 (a kept class of weight 0 is still normalised over)."""
-    return kept if kept is not None and not zero_weights else tf.cast(m, dtype)
+def _normaliser(m: tf.Tensor, kept: tf.Tensor | None, zero_weights: bool) -> tf.Tensor:
+    """The ``where`` mask for the softmax's normalisation (``shifted``'s ``kept``): ``kept``
+    itself where it is there and no class weight is 0 (a kept class of weight 0 is still
+    normalised over), else the boolean mask (a select: no cast of it to floats)."""
+    return kept if kept is not None and not zero_weights else m
 
 
 def _host_checked(x: tf.Tensor) -> bool:
@@ -234,7 +234,7 @@ def sparse_rows(labels: Any, logits: Any, axis: int, opt: _options.Options) -> A
     loss = None
     if host:
         stats = kernels.sparse_stats(index, x, w, kept, opt.smooths,
-                                     normaliser=_normaliser(m, kept, zero_weights, dtype))
+                                     normaliser=_normaliser(m, kept, zero_weights))
         loss = row_loss(stats)
         def scale() -> Any:  # the coefficient of log_z (only read where log_z < 0)
             return (1.0 if a is None else a) + (0.0 if spread is None else b * spread)
@@ -281,7 +281,7 @@ def dense_rows(labels: Any, logits: Any, axis: int, opt: _options.Options) -> An
 
     loss = None
     if host:
-        normaliser = _normaliser(m, kept, zero_weights, dtype)
+        normaliser = _normaliser(m, kept, zero_weights)
         stats = kernels.dense_stats(u, x, w, kept, normaliser=normaliser, smooth=opt.smooths)
         loss = row_loss(stats)
 

@@ -73,15 +73,16 @@ def shifted(x: tf.Tensor, axis: int, kept: tf.Tensor | None = None
     A row with a NaN logit (``max`` is NaN), a ``+inf`` logit (its ``d`` is NaN) or every
     logit ``-inf`` (``d = -inf - -inf``) has NaN ``total`` and ``log_z``.
 
-    ``kept``: a ``where`` mask as 0/1 floats (broadcastable to ``x``): ``e = kept exp(d)``,
+    ``kept``: a ``where`` mask, boolean or as 0/1 floats (broadcastable to ``x``): ``e =
+    kept exp(d)``,
     so that ``total`` and ``log_z`` are those of the kept classes, still from the maximum
     over *every* class. Where that maximum is excluded, ``log_z = log(total)``, which may be
     below 0 (the caller checks those rows for cancellation and underflow; ``-inf`` for a
     row with no class left). A NaN or infinite logit, kept or not, makes the row NaN."""
     d = x - tf.reduce_max(x, axis, keepdims=True)
     e = tf.exp(d)
-    if kept is not None:
-        e = e * kept
+    if kept is not None:  # a select on a boolean mask: faster than its cast and a product
+        e = tf.where(kept, e, 0.0) if kept.dtype == tf.bool else e * kept
     total = tf.reduce_sum(e, axis)
     below = tf.reduce_sum(tf.where(d < 0, e, 0.0), axis)  # all classes but the maximum
     # rest = total - 1 without rounding 1 + below: add 1 per further class tied at the maximum
