@@ -193,22 +193,38 @@ def test_class_axis_in_the_middle(kind: str, monkeypatch: pytest.MonkeyPatch) ->
     _equal_to_the_composition(a, kind, monkeypatch)
 
 
-def _equal_to_the_composition(a: dict, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With every option and a gradient: the one pass taken, and the composition's numbers."""
+def _equal_to_the_composition(a: dict, kind: str, monkeypatch: pytest.MonkeyPatch,
+                              option: str = "all") -> None:
+    """With a gradient: the one pass taken, and the composition's numbers."""
     taken = _taken(monkeypatch)
-    ours = _call(a, _options(a, "all", kind), True, kind=kind)
+    ours = _call(a, _options(a, option, kind), True, kind=kind)
     assert taken == [True]
     monkeypatch.undo()
     _composed(monkeypatch)
-    _close(ours, _call(a, _options(a, "all", kind), True, kind=kind))
+    _close(ours, _call(a, _options(a, option, kind), True, kind=kind))
 
 
+@pytest.mark.parametrize("mask", ["[1, C]", "[C]"])
+@pytest.mark.parametrize("option", ["where", "all"])
 @pytest.mark.parametrize("kind", ["sparse", "dense"])
-def test_where_the_same_for_every_row(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_where_the_same_for_every_row(kind: str, option: str, mask: str,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A vocabulary mask, the same for every row: applied as a ``[C]`` vector (its sums
+    matrix-vector products, no mask tile per chunk); the composition's values and gradients,
+    also in rows whose maximum it excludes."""
     a = BATCHES[kind](700, 1000, torch.float64)
-    a["m"] = a["m"][:1]  # broadcast along the rows
+    a["m"] = a["m"][:1] if mask == "[1, C]" else a["m"][0]  # broadcast along the rows
     a["x"][4:7] = 0.0  # (their -inf was for the full mask)
-    _equal_to_the_composition(a, kind, monkeypatch)
+    kept = a["m"].reshape(-1)
+    excluded = int(torch.nonzero(~kept)[0])
+    for row in range(8, 40):  # the maximum excluded, a little above the kept classes
+        a["x"][row, excluded] = a["x"][row][kept].max() + 0.5
+    shared: list[bool] = []
+    tiled = _torch_eager_kept._tiled
+    monkeypatch.setattr(_torch_eager_kept, "_tiled", lambda d: shared.append(
+        d.row_mask is not None) or tiled(d))
+    _equal_to_the_composition(a, kind, monkeypatch, option)
+    assert shared and all(shared)  # forward and backward
 
 
 @pytest.mark.parametrize("kind", ["sparse", "dense"])

@@ -82,7 +82,7 @@ def sparse_stats(labels: tf.Tensor, x: tf.Tensor, w: tf.Tensor | None = None,
     the ``where`` mask as 0/1 floats, for logits not masked (``shifted``'s ``kept``); the
     gradient is 0 at the classes it excludes."""
     if not taped():
-        d, _, _, log_z = shifted(x, 1, normaliser)
+        d, _, _, log_z = shifted(x, 1, normaliser, exps=False)
         stats = [log_z, tf.gather(d, labels, batch_dims=1)]
         return stats + [_weighted_sum(d, w, m)[0]] if smooth else stats
     extra = [t for t in (w, m) if t is not None] if smooth else []
@@ -138,7 +138,7 @@ def dense_stats(u: tf.Tensor, x: tf.Tensor, w: tf.Tensor | None = None,
     """``[L, log_z, S]`` for effective labels ``u`` (0 at the excluded classes);
     ``normaliser`` as in :func:`sparse_stats`. Without ``smooth``, ``S`` is not computed (0)."""
     if not taped():
-        d, _, _, log_z = shifted(x, 1, normaliser)
+        d, _, _, log_z = shifted(x, 1, normaliser, exps=False)
         s = _weighted_sum(d, w, m)[0] if smooth else tf.zeros_like(log_z)
         return [_dense_loss(u, d, log_z), log_z, s]
     extra = [t for t in (w, m) if t is not None]

@@ -65,8 +65,8 @@ except ImportError:  # a TF that moved it: assume one may
         return True
 
 
-def shifted(x: tf.Tensor, axis: int, kept: tf.Tensor | None = None
-            ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+def shifted(x: tf.Tensor, axis: int, kept: tf.Tensor | None = None, exps: bool = True
+            ) -> tuple[tf.Tensor, Any, tf.Tensor, tf.Tensor]:
     """``(d, e, total, log_z)``: ``d = x - max(x)``, ``e = exp(d)``, and per row
     ``total = sum(e)`` and ``log_z = logsumexp(x) - max(x)``, accurate when ``log_z << 1``.
 
@@ -74,17 +74,25 @@ def shifted(x: tf.Tensor, axis: int, kept: tf.Tensor | None = None
     logit ``-inf`` (``d = -inf - -inf``) has NaN ``total`` and ``log_z``.
 
     ``kept``: a ``where`` mask, boolean or as 0/1 floats (broadcastable to ``x``): ``e =
-    kept exp(d)``,
-    so that ``total`` and ``log_z`` are those of the kept classes, still from the maximum
-    over *every* class. Where that maximum is excluded, ``log_z = log(total)``, which may be
-    below 0 (the caller checks those rows for cancellation and underflow; ``-inf`` for a
-    row with no class left). A NaN or infinite logit, kept or not, makes the row NaN."""
+    kept exp(d)``, so that ``total`` and ``log_z`` are those of the kept classes, still from
+    the maximum over *every* class. Where that maximum is excluded, ``log_z = log(total)``,
+    which may be below 0 (the caller checks those rows for cancellation and underflow;
+    ``-inf`` for a row with no class left). A NaN or infinite logit, kept or not, makes the
+    row NaN. A mask shared by every row (``[1, C]``, classes on ``axis`` 1) weighs the sums
+    as matrix-vector products (no product of the size of ``x``), and ``e`` is masked only
+    where the caller reads it (``exps``; else None)."""
     d = x - tf.reduce_max(x, axis, keepdims=True)
     e = tf.exp(d)
-    if kept is not None:  # a select on a boolean mask: faster than its cast and a product
-        e = tf.where(kept, e, 0.0) if kept.dtype == tf.bool else e * kept
-    total = tf.reduce_sum(e, axis)
-    below = tf.reduce_sum(tf.where(d < 0, e, 0.0), axis)  # all classes but the maximum
+    if kept is not None and axis == 1 and kept.shape.rank == 2 and kept.shape[0] == 1:
+        k = tf.cast(kept[0], e.dtype)
+        total = tf.linalg.matvec(e, k)
+        below = tf.linalg.matvec(tf.where(d < 0, e, 0.0), k)  # all classes but the maximum
+        e = (e * k) if exps else None
+    else:
+        if kept is not None:  # a select on a boolean mask: faster than its cast and a product
+            e = tf.where(kept, e, 0.0) if kept.dtype == tf.bool else e * kept
+        total = tf.reduce_sum(e, axis)
+        below = tf.reduce_sum(tf.where(d < 0, e, 0.0), axis)  # all classes but the maximum
     # rest = total - 1 without rounding 1 + below: add 1 per further class tied at the maximum
     ties = tf.round(total - below)
     log_z = tf.math.log1p(below + (ties - 1))

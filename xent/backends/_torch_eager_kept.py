@@ -96,6 +96,12 @@ def _forward(labels: torch.Tensor, logits: torch.Tensor, dim: int,
     return _sparse_forward(logits, dim, dressing)
 
 
+def _tiled(dressing: Dressing) -> torch.Tensor | None:
+    """The mask the chunks take a tile of: None where it is shared by every row
+    (``Dressing.row_mask``, applied as a ``[C]`` vector instead)."""
+    return None if dressing.row_mask is not None else dressing.mask
+
+
 def _underflows(r: torch.Tensor, s: torch.Tensor, logits: torch.Tensor,
                 dim: int) -> torch.Tensor:
     """Rows whose kept sum may have lost its digits: an excluded maximum far above."""
@@ -108,8 +114,9 @@ def _dense_forward(labels: torch.Tensor, logits: torch.Tensor, dim: int,
     """``U r - B`` of dense labels (:func:`_forward`); without a mask, ``k = 1``."""
     shape = logits.shape[:dim] + (1,) + logits.shape[dim + 1:]
     m, s, total, b = (logits.new_empty(shape) for _ in range(4))
+    shared = dressing.row_mask
     scratch: list[torch.Tensor] = []
-    for y, x, k, m_c, s_c, u_c, b_c in _chunks(dim, logits, labels, logits, dressing.mask,
+    for y, x, k, m_c, s_c, u_c, b_c in _chunks(dim, logits, labels, logits, _tiled(dressing),
                                                m, s, total, b, size=CHUNK):
         if not scratch:
             scratch = [torch.empty_like(x) for _ in range(3)]
@@ -118,11 +125,14 @@ def _dense_forward(labels: torch.Tensor, logits: torch.Tensor, dim: int,
         torch.sub(x, m_c, out=d)
         if k is not None:
             kept.copy_(k.view(torch.uint8))
-        u = dressing.weighted(y, None if k is None else kept, ku)
+        u = dressing.weighted(y, shared if k is None else kept, ku)
         torch.sum(u, dim, keepdim=True, out=u_c)
         torch.nansum(torch.mul(u, d, out=ku), dim, keepdim=True, out=b_c)
         d.exp_()
-        torch.sum(d if k is None else d.mul_(kept), dim, keepdim=True, out=s_c)
+        if shared is not None:
+            torch.mv(d, shared, out=s_c.view(-1))
+        else:
+            torch.sum(d if k is None else d.mul_(kept), dim, keepdim=True, out=s_c)
     r = s.log()
     ur = total * r
     loss = ur - b  # U r - B (+inf at a kept -inf logit with a label)
@@ -145,14 +155,25 @@ def _sparse_forward(logits: torch.Tensor, dim: int,
     a = b = None
     if dressing.smooths:
         a, b = logits.new_empty(shape), logits.new_empty(shape)
+    shared = dressing.row_mask  # [C] floats: A the same for every row, s a matrix-vector product
+    shared_kw = None
+    if shared is not None:
+        shared_kw = shared if cw is None else shared * cw.flatten()
+        if a is not None:
+            a.fill_(shared_kw.sum())  # A = sum_c k_c w_c
     scratch: list[torch.Tensor] = []
-    for x, k, m_c, s_c, a_c, b_c in _chunks(dim, logits, logits, mask, m, s, a, b,
-                                            size=CHUNK):
+    for x, k, m_c, s_c, a_c, b_c in _chunks(dim, logits, logits, _tiled(dressing), m, s, a,
+                                            b, size=CHUNK):
         if not scratch:
             scratch = [torch.empty_like(x) for _ in range(2 if a is None else 3)]
         d, kept, *spare = (_head(t, x) for t in scratch)
         torch.amax(x, dim, keepdim=True, out=m_c)
         torch.sub(x, m_c, out=d)
+        if shared is not None and shared_kw is not None:
+            if b_c is not None:
+                torch.nansum(torch.mul(d, shared_kw, out=spare[0]), dim, keepdim=True, out=b_c)
+            torch.mv(d.exp_(), shared, out=s_c.view(-1))
+            continue
         kept.copy_(k.view(torch.uint8))
         if a_c is not None:
             kw = kept if cw is None else torch.mul(kept, cw, out=spare[0])
@@ -205,16 +226,22 @@ def _sparse_gradient(logits: torch.Tensor, dim: int, dressing: Dressing, rows: _
             smooth.masked_fill_(dressing.ignored.unsqueeze(dim), 0.0)
     cw = dressing.class_weights
     out = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+    shared = dressing.row_mask
+    shared_kw = None if shared is None or cw is None else shared * cw.flatten()
     kept = None
-    for x, k, m, sc, pk, sm, index, o in _chunks(dim, logits, logits, dressing.mask, rows.m,
-                                                 scale, pick, smooth, dressing.index, out,
-                                                 size=CHUNK):
-        if kept is None:
-            kept = torch.empty_like(x)
-        k_c = _head(kept, x).copy_(k.view(torch.uint8))
+    for x, k, m, sc, pk, sm, index, o in _chunks(dim, logits, logits, _tiled(dressing),
+                                                 rows.m, scale, pick, smooth, dressing.index,
+                                                 out, size=CHUNK):
+        if shared is None:
+            if kept is None:
+                kept = torch.empty_like(x)
+            k_c = _head(kept, x).copy_(k.view(torch.uint8))
+        else:
+            k_c = shared
         torch.sub(x, m, out=o).exp_().mul_(k_c).mul_(sc)
-        if sm is not None:
-            o.addcmul_(k_c if cw is None else k_c.mul_(cw), sm)
+        if sm is not None:  # (k_c is not read again)
+            kw = k_c if cw is None else shared_kw if shared is not None else k_c.mul_(cw)
+            o.addcmul_(kw, sm)
         o.scatter_add_(dim, index, pk)
     if rows.loose is not None:  # an ignored row of NaN or infinities: exactly 0
         out.masked_fill_(rows.loose, 0.0)
@@ -234,23 +261,23 @@ def _dense_gradients(labels: torch.Tensor, logits: torch.Tensor, dim: int,
     dlabels, dlogits = (torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
                         if want else None for want in wanted)
     scratch: list[torch.Tensor] = []
+    shared = dressing.row_mask
     for y, x, k, m, sc, z, gy, g_c, oy, ox in _chunks(
-            dim, logits, labels, logits, dressing.mask, rows.m, scale, r, label_scale, g,
+            dim, logits, labels, logits, _tiled(dressing), rows.m, scale, r, label_scale, g,
             dlabels, dlogits, size=CHUNK):
         if not scratch:
             scratch = [torch.empty_like(x) for _ in range(2)]
         kept, u = (_head(t, x) for t in scratch)
-        if k is not None:
-            kept.copy_(k.view(torch.uint8))
+        mask_c = shared if k is None else kept.copy_(k.view(torch.uint8))  # 1.0 / 0.0
         if ox is not None:  # g k (U exp(d) / s - u)
             torch.sub(x, m, out=ox).exp_().mul_(sc)
             ox.addcmul_(dressing.weighted(y, None, u), g_c, value=-1.0)
-            if k is not None:
-                ox.mul_(kept)
+            if mask_c is not None:
+                ox.mul_(mask_c)
         if oy is not None:  # g (1 - e) w k (lse - x): 0 at an excluded -inf, +inf at a kept
             torch.sub(z, torch.sub(x, m, out=oy), out=oy)  # r - d: relative, where d = 0
-            if k is not None:
-                oy.mul_(kept).nan_to_num_(0.0, float("inf"))
+            if mask_c is not None:
+                oy.mul_(mask_c).nan_to_num_(0.0, float("inf"))
             oy.mul_(gy)
             if cw is not None:
                 oy.mul_(cw)
