@@ -10,6 +10,8 @@ Per backend, float32, at 4096x1000, 256x32000, 64x128256 (and 2x3 for the defaul
    outside a git checkout). Targets: <= 1.10x at 2x3, <= 1.02x at the large shapes.
 2. options: each option alone and all together, sparse and dense, against the same
    backend's call without options. Target <= 1.3x (``ignore_index`` alone <= 1.1x).
+   ``where``: a random mask of the logits' shape (10% excluded); ``where[C]``: one mask of
+   ``[C]`` for every row (a vocabulary's).
 3. torch: xent with ``class_weights`` / ``ignore_index`` / ``label_smoothing`` against
    ``F.cross_entropy`` with the same options, forward and forward+backward. Target <= 1.1x.
 4. torch, forward+backward (training): each option of table 2 (and all together) against
@@ -57,7 +59,8 @@ def _inputs(n: int, c: int) -> dict[str, np.ndarray]:
     ignored[rng.random(n) < 0.1] = IGNORE  # 10% padding
     return dict(x=rng.normal(size=(n, c)).astype(np.float32), probs=probs, index=index,
                 ignored=ignored, cw=(rng.random(c) + 0.5).astype(np.float32),
-                rows=rng.random(n).astype(np.float32), where=rng.random((n, c)) > 0.1)
+                rows=rng.random(n).astype(np.float32), where=rng.random((n, c)) > 0.1,
+                vocab=rng.random(c) > 0.1)  # a mask shared by every row (a vocabulary's)
 
 
 class Framework:
@@ -120,6 +123,7 @@ SPARSE: dict[str, Callable[..., Any]] = {
     "class_weights": lambda x, index, cw, **_: sparse(labels=index, logits=x, class_weights=cw),
     "weights": lambda x, index, rows, **_: sparse(labels=index, logits=x, weights=rows),
     "where": lambda x, index, where, **_: sparse(labels=index, logits=x, where=where),
+    "where[C]": lambda x, index, vocab, **_: sparse(labels=index, logits=x, where=vocab),
     "all": lambda x, ignored, cw, rows, where, **_: sparse(
         labels=ignored, logits=x, ignore_index=IGNORE, label_smoothing=0.1, class_weights=cw,
         weights=rows, where=where),
@@ -129,6 +133,7 @@ DENSE: dict[str, Callable[..., Any]] = {
     "class_weights": lambda x, probs, cw, **_: dense(labels=probs, logits=x, class_weights=cw),
     "weights": lambda x, probs, rows, **_: dense(labels=probs, logits=x, weights=rows),
     "where": lambda x, probs, where, **_: dense(labels=probs, logits=x, where=where),
+    "where[C]": lambda x, probs, vocab, **_: dense(labels=probs, logits=x, where=vocab),
     "all": lambda x, probs, cw, rows, where, **_: dense(
         labels=probs, logits=x, label_smoothing=0.1, class_weights=cw, weights=rows,
         where=where),

@@ -24,7 +24,9 @@ one-hot: ``loss = (1 - e) w_t k_t (r - d_t) + e / C (A r - B)`` with ``A = sum_c
 (0 in a row labelled ``ignore_index``). ``B`` is a ``nansum``: ``0 * -inf`` at a class
 excluded or labelled 0 is its 0 share; any other NaN has made ``m`` or ``U`` NaN. Per chunk
 of ``CHUNK`` elements (its passes stay in L2): the row maximum, ``d``, the mask as floats,
-the labels' products, ``exp`` and dots; the rows' arithmetic once.
+the labels' products, ``exp`` and dots; the rows' arithmetic once. A mask shared by every
+row (``[C]``: a vocabulary's; ``Dressing.row_mask``) is cast once and not tiled: ``s`` is a
+matrix-vector product (``torch.mv``), the rest broadcasts it.
 
 Where a row is not that formula, :func:`loss` runs the chunked kernel on the masked logits
 instead: a NaN or infinite logit (kept or not: ``m`` is not
