@@ -357,13 +357,40 @@ def _excluded_maxima_problem(options: dict[str, Any], seed: int) -> Problem:
     return problem
 
 
+def _one_mask_for_every_row(problem: Problem) -> Problem:
+    """``problem`` with one ``[C]`` mask for every row (a vocabulary's), excluding two
+    classes: the maximum of rows 0 and 4 a little above the kept classes, of row 6 far above
+    (labels below the kept classes: no cancellation), elsewhere below them; NaN labels
+    there (never read)."""
+    x, classes = problem.x, problem.x.shape[1]
+    where = np.ones(classes, bool)
+    labels = problem.index.reshape(-1) % classes
+    busy = {(labels[2] + 1) % classes, *labels[[0, 4, 6]]}  # the kept -inf logit, labels
+    top = [c for c in range(classes) if c not in busy][:2]
+    where[top] = False
+    finite = np.isfinite(x)
+    for row in range(len(x)):
+        x[row, top] = np.min(x[row][finite[row]]) - 1.0
+    for row, excluded, above in ((0, top[0], 0.5), (4, top[0], 1.5), (6, top[1], 8.0)):
+        x[row, labels[row]] = np.min(x[row][where]) - (1.0 if above < 2 else 12.0)
+        x[row, excluded] = np.max(x[row][where]) + above
+    soft = np.random.default_rng(5).dirichlet(np.ones(classes), len(x))
+    soft[6] = np.eye(classes)[labels[6]]
+    soft[:, ~where] = np.nan
+    problem.soft = soft
+    problem.options["where"] = where
+    return problem
+
+
+@pytest.mark.parametrize("mask", ["full", "[C]"])
 @pytest.mark.parametrize("name", ["where", "where_smoothing", "all"])
 @pytest.mark.parametrize("sparse", [True, False], ids=["sparse", "dense"])
 def test_eager_masks_take_one_pass_over_the_logits_as_given(
-        name: str, sparse: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+        name: str, sparse: bool, mask: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Eager, with or without a tape: no masked copy of the logits (``tf.where``), the
-    exponentials weighted by the mask instead (``shifted``'s ``kept``), also where a row's
-    maximum is excluded; values and gradients equal the generic composition's."""
+    exponentials weighted by the mask instead (``shifted``'s ``kept``; one ``[C]`` mask for
+    every row weighs the sums by matrix-vector products), also where a row's maximum is
+    excluded; values and gradients equal the generic composition's."""
     from xent.backends import _tensorflow_fused as fused
 
     held: list[bool] = []
@@ -374,6 +401,8 @@ def test_eager_masks_take_one_pass_over_the_logits_as_given(
     if not sparse:
         options.pop("ignore_index", None)
     problem = _excluded_maxima_problem(options, seed=4)
+    if mask == "[C]":
+        problem = _one_mask_for_every_row(problem)
     _compare("eager", problem, "float64", sparse)
     assert held == [True], held  # the fused call (value and gradients) in one pass
     held.clear()
@@ -383,55 +412,6 @@ def test_eager_masks_take_one_pass_over_the_logits_as_given(
     untaped = call(labels=labels, logits=tf.constant(problem.x), **problem.options)
     assert held == [True]
     _close(untaped, _loss(problem, "float64", sparse, False)(labels, tf.constant(problem.x)),
-           "float64", "untaped")
-
-
-@pytest.mark.parametrize("name", ["where", "where_smoothing", "all"])
-@pytest.mark.parametrize("sparse", [True, False], ids=["sparse", "dense"])
-def test_eager_masks_shared_by_every_row_take_one_pass(
-        name: str, sparse: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A ``where`` of shape ``[C]`` (a vocabulary mask): the one pass weighs its sums by
-    matrix-vector products (``shifted``), also where a row's maximum is excluded (a little
-    above the kept classes, and far above); values and gradients equal the generic
-    composition's."""
-    from xent.backends import _tensorflow_fused as fused
-
-    held: list[bool] = []
-    check = fused._one_pass_holds
-    monkeypatch.setattr(fused, "_one_pass_holds", lambda *a, **k: held.append(check(*a, **k))
-                        or held[-1])
-    options = dict(OPTION_SETS[name])
-    if not sparse:
-        options.pop("ignore_index", None)
-    problem = _excluded_maxima_problem(options, seed=4)
-    x, classes = problem.x, problem.x.shape[1]
-    where = np.ones(classes, bool)
-    labels = problem.index.reshape(-1) % classes
-    busy = {(labels[2] + 1) % classes, *labels[[0, 4, 6]]}  # the kept -inf logit, labels
-    top = [c for c in range(classes) if c not in busy][:2]
-    where[top] = False
-    finite = np.isfinite(x)
-    for row in range(len(x)):  # elsewhere the excluded classes below the kept ones
-        x[row, top] = np.min(x[row][finite[row]]) - 1.0
-    for row, excluded, above in ((0, top[0], 0.5), (4, top[0], 1.5), (6, top[1], 8.0)):
-        # the label below the kept classes (no cancellation in lse~ - x_label), then the
-        # excluded maximum above them
-        x[row, labels[row]] = np.min(x[row][where]) - (1.0 if above < 2 else 12.0)
-        x[row, excluded] = np.max(x[row][where]) + above
-    soft = np.random.default_rng(5).dirichlet(np.ones(classes), len(x))
-    soft[6] = np.eye(classes)[labels[6]]
-    soft[:, ~where] = np.nan  # never read
-    problem.soft = soft
-    problem.options["where"] = where
-    _compare("eager", problem, "float64", sparse)
-    assert held == [True], held
-    held.clear()
-    labels = problem.index if sparse else problem.soft
-    call = (xent.sparse_softmax_cross_entropy_with_logits if sparse
-            else xent.softmax_cross_entropy_with_logits)
-    untaped = call(labels=labels, logits=tf.constant(x), **problem.options)
-    assert held == [True]
-    _close(untaped, _loss(problem, "float64", sparse, False)(labels, tf.constant(x)),
            "float64", "untaped")
 
 
