@@ -191,6 +191,22 @@ def test_an_empty_denominator_is_nan(backend: Backend) -> None:
                               reduction="weighted_mean")))
 
 
+@pytest.mark.parametrize("mask", ["[C]", "full"])
+def test_an_empty_batch_takes_every_option(backend: Backend, mask: str) -> None:
+    """No rows, with every option (a ``where`` of ``[C]`` or of the logits' shape): an empty
+    loss, a sum of 0, a mean of NaN (0 / 0)."""
+    to, out, _ = setup(backend)
+    x = np.zeros((0, 4))
+    where = np.array([True, False, True, True]) if mask == "[C]" else np.ones(x.shape, bool)
+    options = dict(where=where, class_weights=CW, label_smoothing=0.1, weights=np.zeros(0))
+    for call, labels, more in ((sparse, np.zeros(0, np.int64), dict(ignore_index=-100)),
+                               (dense, x, {})):
+        assert out(call(labels=labels, logits=to(x), **options, **more)).shape == (0,)
+        assert out(call(labels=labels, logits=to(x), reduction="sum", **options, **more)) == 0
+        assert np.isnan(out(call(labels=labels, logits=to(x), reduction="mean", **options,
+                                 **more)))
+
+
 def test_smoothing_spreads_over_every_class_even_excluded_ones(backend: Backend) -> None:
     """``e / C`` uses C of the class axis; the excluded classes' share is dropped."""
     to, out, tol = setup(backend)

@@ -86,7 +86,8 @@ class Dressing:
         # a mask shared by every row (a vocabulary mask: classes on dim 1 of [N, C]), as
         # [C] floats: the one pass weighs its sums by matrix-vector products and broadcasts
         self.row_mask: torch.Tensor | None = None
-        if self.mask is not None and logits.ndim == 2 and dim == 1 and self.mask.stride(0) == 0:
+        if (self.mask is not None and logits.ndim == 2 and dim == 1 and logits.shape[0]
+                and self.mask.stride(0) == 0):
             self.row_mask = self.mask[0].to(logits.dtype)
         self.ignored = self.index = None
         if sparse_labels is not None:
