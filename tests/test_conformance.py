@@ -20,7 +20,7 @@ from xent.conformance import cases, report, runner
 BUILTIN = ("numpy", "torch", "tensorflow", "jax")
 #: option cases every transform mode runs in the tests too (float32): the options hold
 #: under the frameworks' transforms
-OPTION_CASES_UNDER_TRANSFORMS = ("opt_combined", "opt_ignore_index", "opt_where")
+OPTION_CASES_UNDER_TRANSFORMS = ("opt_combined", "opt_ignore_index", "opt_where", "opt_zero_batch")
 
 
 #: 16-bit dtypes in a backend's later execution modes (tf.function, TF1 graphs, jax.jit):

@@ -288,6 +288,31 @@ def test_transforms_with_options_match_the_generic_composition(transform: str) -
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12, equal_nan=True)
 
 
+@pytest.mark.parametrize("sparse", [True, False], ids=["sparse", "dense"])
+def test_vectorized_map_of_an_empty_batch_with_every_option(sparse: bool) -> None:
+    """``tf.vectorized_map`` of a batch of two empty batches: two empty losses and
+    gradients (TF's ``matvec`` rule fails on the 0 rows; the class-weighted sums are a
+    ``matmul`` reshaped while tracing)."""
+    classes = 6
+    options = dict(where=np.arange(classes) != 1, weights=np.zeros(0), label_smoothing=0.25,
+                   class_weights=np.linspace(0.5, 2.0, classes))
+    call = (xent.sparse_softmax_cross_entropy_with_logits if sparse
+            else xent.softmax_cross_entropy_with_logits)
+
+    def example(args: Any) -> Any:
+        labels, x = args
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = call(labels=labels, logits=x, **options)
+        return loss, tape.gradient(loss, x)
+
+    x = tf.zeros((2, 0, classes), tf.float64)
+    labels = tf.zeros((2, 0), tf.int64) if sparse else x
+    loss, grad = tf.function(lambda y, x: tf.vectorized_map(
+        example, (y, x), fallback_to_while_loop=False))(labels, x)
+    assert loss.shape == (2, 0) and grad.shape == (2, 0, classes)
+
+
 # -- tiny inputs on the host ----------------------------------------------------------------
 def test_tiny_eager_losses_run_on_the_host_and_equal_the_tf_ops() -> None:
     rng = np.random.default_rng(6)

@@ -182,7 +182,7 @@ def _kept_weight(w: tf.Tensor | None, kept: tf.Tensor | None, layout: _Layout,
     """``V = sum_c m_c w_c`` per row (a scalar without a mask)."""
     if kept is None:
         return tf.cast(layout.c, dtype) if w is None else tf.reduce_sum(w)
-    return tf.reduce_sum(kept, 1) if w is None else tf.linalg.matvec(kept, w)
+    return tf.reduce_sum(kept, 1) if w is None else ops.matvec(kept, w)
 
 
 def sparse_rows(labels: Any, logits: Any, axis: int, opt: _options.Options) -> Any:

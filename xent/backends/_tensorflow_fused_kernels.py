@@ -30,7 +30,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from xent.backends._tensorflow_ops import shifted, taped, watched
+from xent.backends._tensorflow_ops import matvec, shifted, taped, watched
 
 
 def _weighted_sum(d: tf.Tensor, w: tf.Tensor | None, m: tf.Tensor | None
@@ -40,7 +40,7 @@ def _weighted_sum(d: tf.Tensor, w: tf.Tensor | None, m: tf.Tensor | None
     if m is None:
         return tf.reduce_sum(d if w is None else tf.math.multiply_no_nan(d, w), 1), d
     dz = tf.math.multiply_no_nan(d, m)
-    return (tf.reduce_sum(dz, 1) if w is None else tf.linalg.matvec(dz, w)), dz
+    return (tf.reduce_sum(dz, 1) if w is None else matvec(dz, w)), dz
 
 
 def _v_times(g: tf.Tensor, w: tf.Tensor | None, m: tf.Tensor | None) -> tf.Tensor:

@@ -65,6 +65,15 @@ except ImportError:  # a TF that moved it: assume one may
         return True
 
 
+def matvec(a: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
+    """``a @ v`` for ``[rows, C]`` ``a`` and ``[C]`` ``v``: ``tf.linalg.matvec`` in eager code;
+    while tracing, a ``matmul`` reshaped, because ``tf.vectorized_map`` of ``matvec`` fails
+    on an empty batch (its ``Squeeze`` rule meets the 0 rows: InvalidArgumentError)."""
+    if tf.executing_eagerly():
+        return tf.linalg.matvec(a, v)
+    return tf.reshape(tf.linalg.matmul(a, tf.expand_dims(v, 1)), tf.shape(a)[:-1])
+
+
 def shifted(x: tf.Tensor, axis: int, kept: tf.Tensor | None = None, exps: bool = True
             ) -> tuple[tf.Tensor, Any, tf.Tensor, tf.Tensor]:
     """``(d, e, total, log_z)``: ``d = x - max(x)``, ``e = exp(d)``, and per row
@@ -85,8 +94,8 @@ def shifted(x: tf.Tensor, axis: int, kept: tf.Tensor | None = None, exps: bool =
     e = tf.exp(d)
     if kept is not None and axis == 1 and kept.shape.rank == 2 and kept.shape[0] == 1:
         k = tf.cast(kept[0], e.dtype)
-        total = tf.linalg.matvec(e, k)
-        below = tf.linalg.matvec(tf.where(d < 0, e, 0.0), k)  # all classes but the maximum
+        total = matvec(e, k)
+        below = matvec(tf.where(d < 0, e, 0.0), k)  # all classes but the maximum
         e = (e * k) if exps else None
     else:
         if kept is not None:  # a select on a boolean mask: faster than its cast and a product

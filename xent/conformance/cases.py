@@ -297,6 +297,25 @@ def _rank3_options(rng: np.random.Generator, x: np.ndarray, y: np.ndarray,
             "label_smoothing": 0.25}
 
 
+def _vocabulary_options(rng: np.random.Generator, x: np.ndarray, y: np.ndarray,
+                        sparse: np.ndarray | None) -> dict[str, Any]:
+    # one [C] mask for every row (a vocabulary's) excluding classes 1 and 4, the maximum of
+    # row 0 (a little above the kept classes) and of row 1 (far above); smoothing, class
+    # weights
+    mask = np.ones(x.shape[-1], bool)
+    mask[[1, 4]] = False
+    x[0, 1] = np.max(x[0][mask]) + 0.5
+    x[1, 4] = np.max(x[1][mask]) + 8.0
+    return {"where": mask, "label_smoothing": 0.25,
+            "class_weights": _dyadic(rng, x.shape[-1], 1, 12)}
+
+
+def _empty_batch_options(rng: np.random.Generator, x: np.ndarray, y: np.ndarray,
+                         sparse: np.ndarray | None) -> dict[str, Any]:
+    return {"where": np.arange(x.shape[-1]) != 1, "weights": np.zeros(0),
+            "class_weights": _dyadic(rng, x.shape[-1], 1, 12), "label_smoothing": 0.25}
+
+
 #: ``ignore_index`` of the option cases (torch's default).
 IGNORE = -100
 
@@ -370,6 +389,11 @@ CATALOG: tuple[Case, ...] = (
                                              label_smoothing=_smoothing(0.5))),
     Case("opt_rank3_axis1", "rank 3 (3, 4, 5), class axis 1, broadcast where and weights, "
          "smoothing, class weights", _rank3(1), axis=1, options=_rank3_options),
+    Case("opt_vocabulary", "one [C] where for every row (a vocabulary's), excluding the "
+         "maximum of two rows; smoothing, class weights", _random(3.0),
+         options=_vocabulary_options),
+    Case("opt_zero_batch", "an empty batch with a [C] where, row and class weights, "
+         "smoothing", _zero_batch, options=_empty_batch_options),
 )
 
 BY_NAME = {case.name: case for case in CATALOG}
