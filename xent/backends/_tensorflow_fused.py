@@ -22,10 +22,12 @@ in an ignored row costs nothing and changes nothing (its second derivatives, thr
 own ``exp`` gradient, are NaN). Row weights multiply the result.
 
 In eager code on the CPU, a ``where`` mask writes no ``x~``: the pass runs on the logits as
-given, from the maximum over *every* class, with its exponentials weighted by the mask as
-0/1 floats (``shifted``'s ``kept``; ``log_z`` is then the log of the kept sum, below 0 where
-the maximum is excluded far above the kept classes), which spares the select and ``exp`` of
-``-inf`` (one pass, and ``exp`` is slower on ``-inf``): 1.3-1.5x -> 1.2-1.5x of the call
+given, from the maximum over *every* class, with its exponentials weighted by the mask
+(``shifted``'s ``kept``: a select with the boolean mask, or its 0/1 floats where those are
+needed anyway; matrix-vector sums for one ``[C]`` mask; ``log_z`` is then the log of the
+kept sum, below 0 where the maximum is excluded far above the kept classes), which spares
+writing ``x~`` and the ``exp`` of ``-inf`` (TF's ``exp`` is slower there): 1.3-1.5x ->
+1.2-1.5x of the call
 without options for ``where`` alone, 1.9-2.1x -> 1.65-1.95x with every option
 (``benchmarks/options.py``); under a tape, forward and backward, 1.7-2.0x -> 1.4-1.65x. Its
 value and gradients are the formula's wherever it is finite, except on the rows

@@ -79,8 +79,8 @@ def sparse_stats(labels: tf.Tensor, x: tf.Tensor, w: tf.Tensor | None = None,
                  m: tf.Tensor | None = None, smooth: bool = False,
                  normaliser: tf.Tensor | None = None) -> list[tf.Tensor]:
     """``[log_z, d_l]`` and, with ``smooth``, ``S``; in-range ``labels``. ``normaliser``:
-    the ``where`` mask as 0/1 floats, for logits not masked (``shifted``'s ``kept``); the
-    gradient is 0 at the classes it excludes."""
+    the ``where`` mask, boolean or as 0/1 floats, for logits not masked (``shifted``'s
+    ``kept``); the gradient is 0 at the classes it excludes."""
     if not taped():
         d, _, _, log_z = shifted(x, 1, normaliser, exps=False)
         stats = [log_z, tf.gather(d, labels, batch_dims=1)]

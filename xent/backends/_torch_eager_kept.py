@@ -158,11 +158,9 @@ def _sparse_forward(logits: torch.Tensor, dim: int,
     if dressing.smooths:
         a, b = logits.new_empty(shape), logits.new_empty(shape)
     shared = dressing.row_mask  # [C] floats: A the same for every row, s a matrix-vector product
-    shared_kw = None
-    if shared is not None:
-        shared_kw = shared if cw is None else shared * cw.flatten()
-        if a is not None:
-            a.fill_(shared_kw.sum())  # A = sum_c k_c w_c
+    shared_kw = dressing.row_weights
+    if a is not None and shared_kw is not None:
+        a.fill_(shared_kw.sum())  # A = sum_c k_c w_c
     scratch: list[torch.Tensor] = []
     for x, k, m_c, s_c, a_c, b_c in _chunks(dim, logits, logits, _tiled(dressing), m, s, a,
                                             b, size=CHUNK):
@@ -228,8 +226,7 @@ def _sparse_gradient(logits: torch.Tensor, dim: int, dressing: Dressing, rows: _
             smooth.masked_fill_(dressing.ignored.unsqueeze(dim), 0.0)
     cw = dressing.class_weights
     out = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-    shared = dressing.row_mask
-    shared_kw = None if shared is None or cw is None else shared * cw.flatten()
+    shared, shared_kw = dressing.row_mask, dressing.row_weights
     kept = None
     for x, k, m, sc, pk, sm, index, o in _chunks(dim, logits, logits, _tiled(dressing),
                                                  rows.m, scale, pick, smooth, dressing.index,
@@ -242,7 +239,7 @@ def _sparse_gradient(logits: torch.Tensor, dim: int, dressing: Dressing, rows: _
             k_c = shared
         torch.sub(x, m, out=o).exp_().mul_(k_c).mul_(sc)
         if sm is not None:  # (k_c is not read again)
-            kw = k_c if cw is None else shared_kw if shared is not None else k_c.mul_(cw)
+            kw = shared_kw if shared_kw is not None else k_c if cw is None else k_c.mul_(cw)
             o.addcmul_(kw, sm)
         o.scatter_add_(dim, index, pk)
     if rows.loose is not None:  # an ignored row of NaN or infinities: exactly 0

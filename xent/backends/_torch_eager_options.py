@@ -85,10 +85,14 @@ class Dressing:
         self.mask = None if mask is None else mask.expand(logits.shape)
         # a mask shared by every row (a vocabulary mask: classes on dim 1 of [N, C]), as
         # [C] floats: the one pass weighs its sums by matrix-vector products and broadcasts
+        # [C] floats (``row_weights``: times the class weights, the smoothing's weighting)
         self.row_mask: torch.Tensor | None = None
+        self.row_weights: torch.Tensor | None = None
         if (self.mask is not None and logits.ndim == 2 and dim == 1 and logits.shape[0]
                 and self.mask.stride(0) == 0):
-            self.row_mask = self.mask[0].to(logits.dtype)
+            self.row_mask = self.row_weights = self.mask[0].to(logits.dtype)
+            if self.class_weights is not None:
+                self.row_weights = self.row_mask * self.class_weights.flatten()
         self.ignored = self.index = None
         if sparse_labels is not None:
             index = sparse_labels.long()
